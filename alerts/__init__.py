@@ -1,0 +1,1 @@
+"""keywatch's deciding side: rules, alert states, notifications and responses."""

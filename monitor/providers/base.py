@@ -1,0 +1,109 @@
+"""What every relay adapter returns and raises; the rest of keywatch sees relays only through this."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "AuthError",
+    "Observation",
+    "PollResult",
+    "Provider",
+    "ProviderError",
+    "RevokeOutcome",
+    "Skip",
+    "TokenLimits",
+]
+
+TokenStatus = Literal["active", "unused", "disabled", "revoked", "expired", "exhausted", "deleted"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLimits:
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    daily_requests: int | None = None
+    remain_usd: float | None = None  # oneapi/newapi remain_quota, converted
+    unlimited: bool = False
+    allowed_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One token as the relay showed it in one poll. Usage figures are the relay's own
+    resetting windows (None when the relay did not say); `monitor.spend` turns them into deltas.
+    Adapters that see cumulative counters (oneapi `used_quota`) report them in `total_usd`."""
+
+    token_id: str
+    name: str
+    status: TokenStatus
+    created_at: float | None = None
+    last_used_at: float | None = None
+    expires_at: float | None = None
+    today_usd: float | None = None
+    month_usd: float | None = None
+    today_requests: int | None = None
+    total_usd: float | None = None  # a never-resetting counter, when the relay has one
+    limits: TokenLimits = field(default_factory=TokenLimits)
+    ip_whitelist: tuple[str, ...] = ()
+    key_sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A token left out of this cycle, and why (becomes keywatch_poll_errors_total{reason})."""
+
+    token: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    observations: Sequence[Observation]
+    skipped: Sequence[Skip] = ()
+    # False when the relay could not show every token (a page or usage call failed): rules may
+    # still read what came, but nothing is quarantined on it and missing tokens are not "deleted".
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeOutcome:
+    done: bool
+    verified: bool
+    detail: str = ""
+
+
+class ProviderError(Exception):
+    """The relay could not be polled at all this cycle. `reason` is a short metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AuthError(ProviderError):
+    def __init__(self, message: str = "admin token rejected") -> None:
+        super().__init__("auth", message)
+
+
+class Provider(Protocol):
+    name: str
+    kind: str
+
+    async def poll(self) -> PollResult:
+        """List tokens with usage. Raises ProviderError when nothing usable came back."""
+        ...
+
+    async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
+        """Disable (or delete) a token at the relay."""
+        ...
+
+    async def verify_refused(self, token_id: str) -> bool | None:
+        """True once the relay refuses the token's key; None when keywatch has no key to try."""
+        ...
+
+    async def aclose(self) -> None: ...
+

@@ -1,0 +1,44 @@
+"""A value that must never be printed: API keys, admin tokens, HMAC secrets."""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["Secret", "key_sha256"]
+
+
+def key_sha256(key: str) -> str:
+    """The only form of a key keywatch stores: hex SHA-256 of the key as the relay issued it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Secret:
+    """Wraps a secret string so that repr(), str(), f-strings and logs show a mask, not the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> object:  # never pickled into a cache or a subprocess by accident
+        raise TypeError("Secret values cannot be pickled")
