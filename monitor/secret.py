@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 __all__ = ["Secret", "key_sha256"]
 
@@ -40,5 +41,5 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # never pickled into a cache or a subprocess by accident
+    def __reduce__(self) -> str | tuple[Any, ...]:  # never pickled into a cache or a subprocess by accident
         raise TypeError("Secret values cannot be pickled")

@@ -1,0 +1,211 @@
+"""The composition root: builds the daemon from Settings, and the only place where `monitor`
+and `alerts` meet. Owns the event loop's long-lived parts: store, pollers, scheduler, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Engine
+
+from monitor.clock import Clock, SystemClock
+from monitor.metrics import Exposition
+from monitor.policy import PolicyBook
+from monitor.poller import Poller
+from monitor.providers import build_provider, make_client
+from monitor.server import EmbeddedServer, build_app, make_server
+from monitor.settings import ProviderSettings, Settings
+from monitor.store import UsageReader, UsageWriter, open_engine, prune
+from monitor.views import token_rows
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger("keywatch.daemon")
+
+
+class Daemon:
+    """keywatch run: poll every provider on its interval, keep the history, serve /metrics."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine: Engine = open_engine(settings.database)
+        self.reader = UsageReader(self.engine)
+        self.writer = UsageWriter(self.engine)
+        self.policies = PolicyBook(settings.tokens, settings.response.protect)
+        self.exposition = Exposition(self.policies)
+        self.pollers: dict[str, Poller] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._provider_settings: dict[str, ProviderSettings] = {}
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.server: EmbeddedServer | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.on_reload: list[Callable[[Settings], None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self, *, serve_http: bool = True) -> None:
+        for provider in self.settings.providers:
+            self._add_provider(provider)
+        self.scheduler.start()
+        self.scheduler.add_job(
+            self.prune,
+            "interval",
+            days=1,
+            id="retention",
+            next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+        )
+        if serve_http:
+            app = build_app(
+                exposition=self.exposition,
+                readiness=self.readiness,
+                tokens=self.token_rows,
+                api_token=lambda: self.settings.api_token,
+            )
+            self.server = make_server(app, self.settings.listen)
+            self._server_task = asyncio.create_task(self.server.serve(), name="http")
+            while not self.server.started:
+                if self._server_task.done():
+                    self._server_task.result()  # re-raise: the port is taken or the address is bad
+                    raise RuntimeError(f"the HTTP server on {self.settings.listen} stopped during start-up")
+                await asyncio.sleep(0.01)
+            log.info("serving /metrics, /healthz, /readyz and /api/v1 on http://%s", self.settings.listen)
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._request_reload())
+        await self._stop.wait()
+
+    def stop_soon(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        """Stop taking new work, let a running cycle finish its transaction, then close."""
+        log.info("stopping")
+        self.scheduler.shutdown(wait=False)
+        if self.server is not None and self._server_task is not None:
+            self.server.should_exit = True
+            await asyncio.wait({self._server_task}, timeout=6)
+        # A cycle in flight either commits or rolls back as a whole; give it a moment to commit.
+        running = [t for t in asyncio.all_tasks() if t.get_name().startswith("poll:")]
+        if running:
+            await asyncio.wait(running, timeout=5)
+        for client in self._clients.values():
+            await client.aclose()
+        self.engine.dispose()
+
+    # --- providers ----------------------------------------------------------------------
+    def _add_provider(self, ps: ProviderSettings) -> None:
+        client = make_client(timeout=ps.timeout, max_connections=max(ps.concurrency, 8))
+        health = self.exposition.health(ps.name)
+
+        def count_retry(reason: str) -> None:
+            health.retries[reason] = health.retries.get(reason, 0) + 1
+
+        provider = build_provider(ps, client, on_retry=count_retry)
+        facts = self.reader.providers().get(ps.name)
+        errors = {reason: n for (p, reason), n in self.reader.poll_error_counts().items() if p == ps.name}
+        poller = Poller(
+            provider,
+            timezone=ps.timezone,
+            writer=self.writer,
+            exposition=self.exposition,
+            clock=self.clock,
+            states=self.reader.token_states(ps.name).get(ps.name, {}),
+            watching_since=facts.first_complete_poll_at if facts else None,
+            error_counts=errors,
+            last_success=facts.last_success_at if facts else None,
+        )
+        self.pollers[ps.name] = poller
+        self._clients[ps.name] = client
+        self._provider_settings[ps.name] = ps
+        self.scheduler.add_job(
+            self._poll_job(poller),
+            "interval",
+            seconds=ps.poll_interval,
+            id=f"poll:{ps.name}",
+            max_instances=1,  # a slow relay never gets two overlapping cycles
+            coalesce=True,  # missed runs collapse into one
+            misfire_grace_time=max(1, int(ps.poll_interval)),
+            next_run_time=datetime.now(UTC),
+        )
+
+    def _poll_job(self, poller: Poller) -> Callable[[], Any]:
+        async def job() -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                task.set_name(f"poll:{poller.provider.name}")
+            await poller.run_once()
+
+        return job
+
+    async def _remove_provider(self, name: str) -> None:
+        self.scheduler.remove_job(f"poll:{name}")
+        self.pollers.pop(name, None)
+        self._provider_settings.pop(name, None)
+        client = self._clients.pop(name, None)
+        if client is not None:
+            await client.aclose()
+
+    # --- reload -------------------------------------------------------------------------
+    def _request_reload(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload_from_file())
+
+    async def reload_from_file(self) -> None:
+        from monitor.config import ConfigError, load_settings
+
+        source = self.settings.source
+        if source is None:
+            log.warning("SIGHUP: no config file to reload")
+            return
+        try:
+            new = load_settings(source)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running config: %s", exc)
+            return
+        await self.reload(new)
+
+    async def reload(self, new: Settings) -> None:
+        """Swap to an already validated Settings. Providers whose settings did not change keep
+        their poller (and its state) untouched."""
+        if new.database != self.settings.database or new.listen != self.settings.listen:
+            log.warning("reload: database and listen changes take effect at the next restart")
+        wanted = {p.name: p for p in new.providers}
+        for name in list(self.pollers):
+            if name not in wanted or wanted[name] != self._provider_settings[name]:
+                await self._remove_provider(name)
+        self.settings = new
+        self.policies = PolicyBook(new.tokens, new.response.protect)
+        self.exposition.set_policies(self.policies)
+        for name, ps in wanted.items():
+            if name not in self.pollers:
+                self._add_provider(ps)
+        self.exposition.retain_providers(wanted)
+        for hook in self.on_reload:
+            hook(new)
+        log.info("reloaded config: %d providers", len(wanted))
+
+    # --- reads --------------------------------------------------------------------------
+    def readiness(self) -> dict[str, bool]:
+        return {name: poller.succeeded_once for name, poller in self.pollers.items()}
+
+    def token_rows(self) -> list[dict[str, Any]]:
+        states = [s for poller in self.pollers.values() for s in poller.states.values()]
+        return token_rows(states, self.policies)
+
+    async def prune(self) -> None:
+        pruned = await asyncio.to_thread(prune, self.engine, self.settings.retention, now=self.clock.now())
+        log.info(
+            "retention: removed %d deltas, %d hourly rows, %d poll runs",
+            pruned.deltas,
+            pruned.hourly,
+            pruned.poll_runs,
+        )

@@ -1,0 +1,263 @@
+"""/metrics: every keywatch series, rendered once per change and served as cached bytes.
+
+Per-token lines are cached against the TokenState object they came from (states are immutable
+and replaced only when something changed), so an idle fleet of 10,000 tokens costs a join, not
+a re-render. Nothing here touches a relay or the database: it reads what the poll cycle hands it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from monitor import __version__
+from monitor.metrics.text import escape as _esc
+from monitor.metrics.text import fmt_value, header, labels, sample
+from monitor.policy import PolicyBook
+from monitor.tokens import TokenState
+
+__all__ = ["DURATION_BUCKETS", "Exposition", "Family", "ProviderHealth"]
+
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A metric family other components contribute (alerts, notifications, revocations)."""
+
+    name: str
+    kind: str
+    help: str
+    samples: Sequence[tuple[Mapping[str, str], float]]
+
+
+@dataclass(slots=True)
+class ProviderHealth:
+    up: bool = False
+    last_success: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    duration_sum: float = 0.0
+    duration_count: int = 0
+    auto_revoke_paused: bool = False
+
+    def observe_duration(self, seconds: float) -> None:
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
+
+
+# (name, type, help) of the per-token families, in render order.
+_TOKEN_FAMILIES = (
+    (
+        "keywatch_token_spend_usd_total",
+        "counter",
+        "Spend observed on the token since keywatch first saw it, in USD.",
+    ),
+    ("keywatch_token_requests_total", "counter", "Requests on the token, where the relay reports them."),
+    ("keywatch_token_spend_usd", "gauge", "Spend in the relay's current day or month window, in USD."),
+    ("keywatch_token_budget_usd", "gauge", "Budget for the window, from config or the token's relay limits."),
+    ("keywatch_token_budget_used_ratio", "gauge", "Window spend divided by the window budget."),
+    ("keywatch_token_info", "gauge", "Token metadata; always 1."),
+    ("keywatch_token_last_used_timestamp_seconds", "gauge", "When the relay says the token was last used."),
+    ("keywatch_token_expiry_timestamp_seconds", "gauge", "When the token expires."),
+    ("keywatch_token_anomaly_score", "gauge", "Spend anomaly score against the token's own baseline."),
+)
+
+TokenKey = tuple[str, str]  # (provider, token id)
+ScoreSource = Callable[[], Mapping[TokenKey, float]]
+FamilySource = Callable[[], Iterable[Family]]
+
+
+class Exposition:
+    def __init__(self, policies: PolicyBook) -> None:
+        self._policies = policies
+        self._tokens: dict[TokenKey, TokenState] = {}
+        self._lines: dict[TokenKey, tuple[TokenState, float | None, tuple[str, ...]]] = {}
+        self._health: dict[str, ProviderHealth] = {}
+        self._scores: ScoreSource = dict
+        self._sources: list[FamilySource] = []
+        self._body: bytes | None = None
+        self._gzipped: bytes | None = None
+
+    # --- inputs -------------------------------------------------------------------------
+    def set_policies(self, policies: PolicyBook) -> None:
+        self._policies = policies
+        self._lines.clear()
+        self.invalidate()
+
+    def set_tokens(self, provider: str, states: Mapping[str, TokenState]) -> None:
+        for key in [k for k in self._tokens if k[0] == provider and k[1] not in states]:
+            del self._tokens[key]
+            self._lines.pop(key, None)
+        for token_id, state in states.items():
+            self._tokens[(provider, token_id)] = state
+        self.invalidate()
+
+    def health(self, provider: str) -> ProviderHealth:
+        return self._health.setdefault(provider, ProviderHealth())
+
+    def retain_providers(self, names: Iterable[str]) -> None:
+        keep = set(names)
+        for name in [n for n in self._health if n not in keep]:
+            del self._health[name]
+        for key in [k for k in self._tokens if k[0] not in keep]:
+            del self._tokens[key]
+            self._lines.pop(key, None)
+        self.invalidate()
+
+    def set_score_source(self, source: ScoreSource) -> None:
+        self._scores = source
+
+    def add_source(self, source: FamilySource) -> None:
+        self._sources.append(source)
+
+    def invalidate(self) -> None:
+        self._body = None
+        self._gzipped = None
+
+    # --- output -------------------------------------------------------------------------
+    def render(self) -> bytes:
+        if self._body is None:
+            self._body = self._render().encode()
+        return self._body
+
+    def render_gzip(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.render(), compresslevel=5)
+        return self._gzipped
+
+    def _render(self) -> str:
+        scores = self._scores()
+        per_token = [self._token_lines(key, state, scores.get(key)) for key, state in self._tokens.items()]
+        parts: list[str] = []
+        for i, (name, kind, help_text) in enumerate(_TOKEN_FAMILIES):
+            parts.append(header(name, kind, help_text))
+            parts.extend(lines[i] for lines in per_token)
+        parts.append(self._provider_families())
+        for source in self._sources:
+            for family in source():
+                parts.append(header(family.name, family.kind, family.help))
+                parts.extend(sample(family.name, labels(lbl), value) for lbl, value in family.samples)
+        parts.append(header("keywatch_build_info", "gauge", "keywatch's version; always 1."))
+        parts.append(sample("keywatch_build_info", labels({"version": __version__}), 1))
+        return "".join(parts)
+
+    def _token_lines(self, key: TokenKey, state: TokenState, score: float | None) -> tuple[str, ...]:
+        cached = self._lines.get(key)
+        if cached is not None and cached[0] is state and cached[1] == score:
+            return cached[2]
+        lines = self._render_token(state, score)
+        self._lines[key] = (state, score, lines)
+        return lines
+
+    def _render_token(self, s: TokenState, score: float | None) -> tuple[str, ...]:
+        base = f'provider="{_esc(s.provider)}",token="{_esc(s.name)}"'
+        lb = "{" + base + "}"
+        spend_total = requests_total = windows = budgets = ratios = last_used = expiry = anomaly = ""
+        budget = self._policies.budgets(s)
+        mark = s.mark
+        if s.usage_known:
+            spend_total = f"keywatch_token_spend_usd_total{lb} {fmt_value(s.spend_total_usd)}\n"
+            if mark is not None and mark.today_requests is not None:
+                requests_total = f"keywatch_token_requests_total{lb} {s.requests_total}\n"
+        for window, spent, limit in (
+            ("day", mark.today_usd if mark else None, budget.day),
+            ("month", mark.month_usd if mark else None, budget.month),
+        ):
+            wl = "{" + base + f',window="{window}"' + "}"
+            if spent is not None:
+                windows += f"keywatch_token_spend_usd{wl} {fmt_value(spent)}\n"
+            if limit is not None:
+                budgets += f"keywatch_token_budget_usd{wl} {fmt_value(limit)}\n"
+                if spent is not None and limit > 0:
+                    ratios += f"keywatch_token_budget_used_ratio{wl} {fmt_value(spent / limit)}\n"
+        info_labels = (
+            f'{{{base},token_id="{_esc(s.token_id)}",status="{s.status}",'
+            f'env="{_esc(s.env)}",project="{_esc(s.project)}"}}'
+        )
+        info = f"keywatch_token_info{info_labels} 1\n"
+        if s.last_used_at is not None:
+            last_used = f"keywatch_token_last_used_timestamp_seconds{lb} {fmt_value(s.last_used_at)}\n"
+        if s.expires_at is not None:
+            expiry = f"keywatch_token_expiry_timestamp_seconds{lb} {fmt_value(s.expires_at)}\n"
+        if score is not None:
+            anomaly = f"keywatch_token_anomaly_score{lb} {fmt_value(score)}\n"
+        return (spend_total, requests_total, windows, budgets, ratios, info, last_used, expiry, anomaly)
+
+    def _provider_families(self) -> str:
+        out: list[str] = []
+        names = sorted(self._health)
+        out.append(header("keywatch_provider_up", "gauge", "1 when the provider's last poll succeeded."))
+        out += [
+            sample("keywatch_provider_up", labels({"provider": n}), int(self._health[n].up)) for n in names
+        ]
+        out.append(
+            header(
+                "keywatch_last_poll_success_timestamp_seconds",
+                "gauge",
+                "When the provider was last polled successfully.",
+            )
+        )
+        for n in names:
+            if self._health[n].last_success is not None:
+                ts = self._health[n].last_success or 0.0
+                out.append(
+                    sample("keywatch_last_poll_success_timestamp_seconds", labels({"provider": n}), ts)
+                )
+        out.append(
+            header("keywatch_poll_errors_total", "counter", "Failed polls and skipped tokens, by reason.")
+        )
+        for n in names:
+            for reason, count in sorted(self._health[n].errors.items()):
+                out.append(
+                    sample("keywatch_poll_errors_total", labels({"provider": n, "reason": reason}), count)
+                )
+        out.append(header("keywatch_poll_retries_total", "counter", "Relay requests retried, by reason."))
+        for n in names:
+            for reason, count in sorted(self._health[n].retries.items()):
+                out.append(
+                    sample("keywatch_poll_retries_total", labels({"provider": n, "reason": reason}), count)
+                )
+        out.append(
+            header(
+                "keywatch_auto_revoke_paused",
+                "gauge",
+                "1 while automatic quarantine is paused by its hourly cap.",
+            )
+        )
+        for n in names:
+            out.append(
+                sample(
+                    "keywatch_auto_revoke_paused",
+                    labels({"provider": n}),
+                    int(self._health[n].auto_revoke_paused),
+                )
+            )
+        out.append(header("keywatch_poll_duration_seconds", "histogram", "How long one poll cycle took."))
+        for n in names:
+            h = self._health[n]
+            for bound, count in zip(DURATION_BUCKETS, h.buckets, strict=True):
+                out.append(
+                    sample(
+                        "keywatch_poll_duration_seconds_bucket",
+                        labels({"provider": n, "le": fmt_value(bound)}),
+                        count,
+                    )
+                )
+            out.append(
+                sample(
+                    "keywatch_poll_duration_seconds_bucket",
+                    labels({"provider": n, "le": "+Inf"}),
+                    h.duration_count,
+                )
+            )
+            out.append(sample("keywatch_poll_duration_seconds_sum", labels({"provider": n}), h.duration_sum))
+            out.append(
+                sample("keywatch_poll_duration_seconds_count", labels({"provider": n}), h.duration_count)
+            )
+        return "".join(out)

@@ -1,0 +1,167 @@
+"""One provider's poll cycle: fetch → ingest → store → metrics → listeners (rules, alerts).
+
+A cycle never raises: a relay that fails is recorded (poll_runs, keywatch_poll_errors_total,
+keywatch_provider_up=0) and the listeners hear that this provider has no data this time, which
+is not the same as "spend was zero".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from monitor.clock import Clock
+from monitor.ingest import Cycle, ingest
+from monitor.metrics import Exposition
+from monitor.providers.base import PollResult, Provider, ProviderError
+from monitor.store import PollRun, UsageWriter
+from monitor.tokens import TokenState
+
+__all__ = ["CycleListener", "CycleReport", "Poller"]
+
+log = logging.getLogger("keywatch.poll")
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    provider: str
+    at: float
+    ok: bool
+    complete: bool
+    cycle: Cycle | None  # None when the relay could not be polled
+    states: Mapping[str, TokenState]  # every known token of the provider after the cycle
+    error_reason: str | None = None
+    error: str | None = None
+
+
+CycleListener = Callable[[CycleReport], Awaitable[None]]
+
+
+class Poller:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        timezone: str,
+        writer: UsageWriter,
+        exposition: Exposition,
+        clock: Clock,
+        states: Mapping[str, TokenState],
+        watching_since: float | None,
+        error_counts: Mapping[str, int] | None = None,
+        last_success: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self._tz = ZoneInfo(timezone)
+        self._writer = writer
+        self._exposition = exposition
+        self._clock = clock
+        self.states: dict[str, TokenState] = dict(states)
+        self.watching_since = watching_since
+        self.listeners: list[CycleListener] = []
+        self.succeeded_once = False
+        self.consecutive_failures = 0
+        health = exposition.health(provider.name)
+        health.errors.update(error_counts or {})
+        health.last_success = last_success
+        exposition.set_tokens(provider.name, self.states)
+
+    async def run_once(self) -> CycleReport:
+        name = self.provider.name
+        started, t0 = self._clock.now(), time.perf_counter()
+        health = self._exposition.health(name)
+        try:
+            result = await self.provider.poll()
+            report = await self._store(result, started)
+        except ProviderError as exc:
+            report = await self._fail(started, exc.reason, str(exc))
+        except Exception as exc:  # a bug must not stop the daemon: record it loudly and go on
+            log.exception("poll of %s failed unexpectedly", name)
+            report = await self._fail(started, "internal", f"{type(exc).__name__}: {exc}")
+        health.observe_duration(time.perf_counter() - t0)
+        self._exposition.invalidate()
+        for listener in self.listeners:
+            try:
+                await listener(report)
+            except Exception:
+                log.exception("a cycle listener failed for provider %s", name)
+        return report
+
+    async def _store(self, result: PollResult, started: float) -> CycleReport:
+        name = self.provider.name
+        now = self._clock.now()
+        cycle = ingest(
+            self.states, result, provider=name, now=now, tz=self._tz, watching_since=self.watching_since
+        )
+        errors = Counter(s.reason for s in result.skipped)
+        for skip in result.skipped:
+            log.warning(
+                "%s: skipped token %s this cycle: %s (%s)", name, skip.token, skip.reason, skip.detail
+            )
+        for token, note in cycle.notes:
+            log.warning("%s: token %s: %s", name, token, note)
+        run = PollRun(
+            provider=name,
+            kind=self.provider.kind,
+            started_at=started,
+            finished_at=now,
+            ok=True,
+            complete=result.complete,
+            seen=cycle.seen,
+            changed=len(cycle.new) + len(cycle.changed),
+            skipped=len(result.skipped),
+        )
+        # The database work runs in a thread so /metrics and the API keep answering meanwhile.
+        states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors)
+        self.states = states
+        if result.complete and self.watching_since is None:
+            self.watching_since = now
+        health = self._exposition.health(name)
+        health.up, health.last_success = True, now
+        for reason, count in errors.items():
+            health.errors[reason] = health.errors.get(reason, 0) + count
+        self.succeeded_once = True
+        self.consecutive_failures = 0
+        self._exposition.set_tokens(name, states)
+        log.info(
+            "%s: polled %d tokens (%d new, %d changed, %d with spend, %d skipped)",
+            name,
+            cycle.seen,
+            len(cycle.new),
+            len(cycle.changed),
+            len(cycle.spend),
+            len(result.skipped),
+            extra={"provider": name, "spend_usd": round(sum(s.cost_usd for s in cycle.spend), 6)},
+        )
+        return CycleReport(name, now, True, result.complete, cycle, states)
+
+    async def _fail(self, started: float, reason: str, message: str) -> CycleReport:
+        name = self.provider.name
+        now = self._clock.now()
+        self.consecutive_failures += 1
+        log.error(
+            "%s: poll failed (%s): %s", name, reason, message, extra={"provider": name, "reason": reason}
+        )
+        health = self._exposition.health(name)
+        health.up = False
+        health.errors[reason] = health.errors.get(reason, 0) + 1
+        run = PollRun(
+            name,
+            self.provider.kind,
+            started,
+            now,
+            ok=False,
+            complete=False,
+            error_reason=reason,
+            error=message,
+        )
+        try:
+            await asyncio.to_thread(self._writer.write_failure, run, {reason: 1})
+        except Exception:
+            log.exception("%s: could not record the failed poll", name)
+        return CycleReport(name, now, False, False, None, self.states, reason, message)

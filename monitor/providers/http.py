@@ -1,0 +1,140 @@
+"""The HTTP edge shared by all relay adapters: one fast client, retries with backoff, and
+errors turned into ProviderError reasons (the `reason` label of keywatch_poll_errors_total)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from monitor.providers.base import AuthError, ProviderError
+from monitor.secret import Secret
+
+__all__ = ["RelayHTTP", "decode_json", "make_client"]
+
+log = logging.getLogger("keywatch.http")
+
+Sleep = Callable[[float], Awaitable[None]]
+RETRY_AFTER_CAP = 30.0  # a relay asking for minutes is treated as down for this cycle instead
+
+
+def make_client(*, timeout: float, max_connections: int = 64) -> httpx.AsyncClient:
+    """httpx's API on aiohttp's connection pool: httpcore's pool saturates a core at ~300 req/s
+    under concurrency (encode/httpx#3215); aiohttp reaches the server's ceiling."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport = AiohttpTransport(limits=limits, trust_env=False)
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False)
+
+
+def decode_json(response: httpx.Response) -> Any:
+    """The body as JSON, or ProviderError('malformed')."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError("malformed", f"{response.request.url.path}: invalid JSON ({exc.msg})") from None
+
+
+class RelayHTTP:
+    """Requests to one relay, retried on timeouts, connection errors, 5xx and 429."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        retries: int = 3,
+        backoff: float = 0.5,
+        sleep: Sleep = asyncio.sleep,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._base = base_url.rstrip("/")
+        self._retries = retries
+        self._backoff = backoff
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._rng = random.Random()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        credential: Secret,
+        scheme: str = "Bearer",
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        admin: bool = True,
+    ) -> httpx.Response:
+        """The relay's answer once it is not a transient failure.
+
+        Raises AuthError for 401/403 on an admin call (never retried), and ProviderError with a
+        reason for transient failures that outlived the retries. Other statuses are returned.
+        """
+        auth = f"{scheme} {credential.reveal()}" if scheme else credential.reveal()
+        all_headers = {"Authorization": auth, **(headers or {})}
+        url = self._base + path
+        attempt = 0
+        while True:
+            reason, wait, detail = await self._try(method, url, all_headers, params, json, admin)
+            if reason is None:
+                assert isinstance(detail, httpx.Response)
+                return detail
+            if attempt >= self._retries:
+                raise ProviderError(reason, f"{method} {path}: {detail} (after {attempt + 1} tries)")
+            attempt += 1
+            if self._on_retry:
+                self._on_retry(reason)
+            delay = (
+                wait if wait is not None else self._backoff * 2 ** (attempt - 1) * (0.5 + self._rng.random())
+            )
+            log.debug("retrying %s %s in %.2fs: %s", method, path, delay, detail)
+            await self._sleep(delay)
+
+    async def _try(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None,
+        json: Any,
+        admin: bool,
+    ) -> tuple[str | None, float | None, httpx.Response | str]:
+        try:
+            response = await self._client.request(method, url, headers=headers, params=params, json=json)
+            await response.aread()
+        except httpx.TimeoutException:
+            return "timeout", None, "timed out"
+        except httpx.TransportError as exc:
+            return "connect", None, f"connection failed ({type(exc).__name__})"
+        status = response.status_code
+        if status in (401, 403) and admin:
+            raise AuthError(f"admin token rejected ({status} from {response.request.url.path})")
+        if status == 429:
+            return "rate_limited", _retry_after(response), "429 Too Many Requests"
+        if status >= 500:
+            return "http_5xx", None, f"HTTP {status}"
+        return None, None, response
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)

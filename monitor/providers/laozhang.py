@@ -1,0 +1,186 @@
+"""The `laozhang` relay: the token API of the product's token guide (providers.md §1).
+
+Tokens come from one admin list call. Usage comes from the list entries when the relay puts
+`today_usage`/`month_usage` on them; otherwise from `GET /v1/usage` called with each token's own
+key (configured by the operator, since keys are shown only once), with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from monitor.providers.base import (
+    Observation,
+    PollResult,
+    ProviderError,
+    RevokeOutcome,
+    Skip,
+    TokenLimits,
+    TokenStatus,
+)
+from monitor.providers.http import RelayHTTP, decode_json
+from monitor.providers.parse import Malformed, opt_int, opt_money, opt_time, req_str, str_list
+from monitor.secret import Secret, key_sha256
+from monitor.settings import ProviderSettings
+
+__all__ = ["LaozhangProvider", "parse_token"]
+
+log = logging.getLogger("keywatch.providers.laozhang")
+
+_STATUSES: Mapping[str, TokenStatus] = {
+    "active": "active",
+    "unused": "unused",
+    "not used": "unused",
+    "revoked": "revoked",
+    "expired": "expired",
+    "disabled": "disabled",
+}
+
+
+class LaozhangProvider:
+    kind = "laozhang"
+
+    def __init__(self, settings: ProviderSettings, http: RelayHTTP) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._http = http
+        self._keys: dict[str, Secret] = dict(settings.keys)
+        self._hashes = {name: key_sha256(key.reveal()) for name, key in self._keys.items() if key}
+        self._ids_to_names: dict[str, str] = {}
+
+    async def poll(self) -> PollResult:
+        response = await self._http.request("GET", "/v1/api-keys", credential=self._settings.admin_token)
+        if response.status_code != 200:
+            raise ProviderError(
+                f"http_{response.status_code}", f"GET /v1/api-keys: HTTP {response.status_code}"
+            )
+        body = decode_json(response)
+        entries = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise ProviderError("malformed", "GET /v1/api-keys: no 'data' list in the answer")
+
+        observations: list[Observation] = []
+        skipped: list[Skip] = []
+        need_usage: list[Observation] = []
+        for entry in entries:
+            try:
+                obs = parse_token(entry, self._hashes)
+            except Malformed as exc:
+                label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
+                skipped.append(Skip(str(label or "?"), _reason(exc), str(exc)))
+                continue
+            self._ids_to_names[obs.token_id] = obs.name
+            if obs.month_usd is None and obs.today_usd is None and obs.name in self._keys:
+                need_usage.append(obs)
+            else:
+                observations.append(obs)
+        if need_usage:
+            fetched, failed = await self._usage_by_key(need_usage)
+            observations.extend(fetched)
+            skipped.extend(failed)
+        return PollResult(observations, skipped, complete=not skipped)
+
+    async def _usage_by_key(self, tokens: list[Observation]) -> tuple[list[Observation], list[Skip]]:
+        """GET /v1/usage with each token's own key, `concurrency` at a time."""
+        queue = list(reversed(tokens))
+        done: list[Observation] = []
+        failed: list[Skip] = []
+
+        async def worker() -> None:
+            while queue:
+                obs = queue.pop()
+                try:
+                    done.append(await self._usage_of(obs))
+                except ProviderError as exc:
+                    failed.append(Skip(obs.name, exc.reason, str(exc)))
+                except Malformed as exc:
+                    failed.append(Skip(obs.name, _reason(exc), str(exc)))
+
+        workers = min(self._settings.concurrency, len(tokens))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return done, failed
+
+    async def _usage_of(self, obs: Observation) -> Observation:
+        response = await self._http.request("GET", "/v1/usage", credential=self._keys[obs.name], admin=False)
+        if response.status_code in (401, 403):
+            raise ProviderError("key_rejected", "GET /v1/usage: the token's key was refused")
+        if response.status_code != 200:
+            raise ProviderError(f"http_{response.status_code}", f"GET /v1/usage: HTTP {response.status_code}")
+        body = decode_json(response)
+        if not isinstance(body, dict):
+            raise Malformed("usage answer is not an object")
+        today, month = opt_money(body, "today_usage"), opt_money(body, "month_usage")
+        if today is None and month is None:
+            raise Malformed("missing 'today_usage' and 'month_usage'")
+        return replace(obs, today_usd=today, month_usd=month)
+
+    async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
+        """The guide has one revoke: DELETE, which revokes for good (there is no disable)."""
+        response = await self._http.request(
+            "DELETE", f"/v1/api-keys/{token_id}", credential=self._settings.admin_token
+        )
+        if response.status_code in (200, 204):
+            verified = await self.verify_refused(token_id)
+            return RevokeOutcome(True, bool(verified), "revoked" if verified else "revoked, not verified")
+        if response.status_code == 404:
+            return RevokeOutcome(False, False, "no such token at the relay")
+        return RevokeOutcome(False, False, f"HTTP {response.status_code}")
+
+    async def verify_refused(self, token_id: str) -> bool | None:
+        key = self._keys.get(self._ids_to_names.get(token_id, ""))
+        if not key:
+            return None
+        response = await self._http.request("GET", "/v1/models", credential=key, admin=False)
+        return response.status_code == 401
+
+    async def aclose(self) -> None:
+        return None
+
+
+def parse_token(entry: Any, hashes: Mapping[str, str]) -> Observation:
+    """One entry of GET /v1/api-keys."""
+    if not isinstance(entry, dict):
+        raise Malformed("list entry is not an object")
+    token_id, name = req_str(entry, "id"), req_str(entry, "name")
+    status = _STATUSES.get(str(entry.get("status", "")).lower())
+    if status is None:
+        raise Malformed(f"unknown status {str(entry.get('status'))[:20]!r}")
+    return Observation(
+        token_id=token_id,
+        name=name,
+        status=status,
+        created_at=opt_time(entry, "created_at"),
+        last_used_at=opt_time(entry, "last_used_at"),
+        expires_at=opt_time(entry, "expires_at"),
+        today_usd=opt_money(entry, "today_usage"),
+        month_usd=opt_money(entry, "month_usage"),
+        today_requests=opt_int(entry, "today_requests"),
+        limits=_limits(entry.get("limits")),
+        ip_whitelist=str_list(entry, "ip_whitelist"),
+        key_sha256=hashes.get(name),
+    )
+
+
+def _limits(raw: Any) -> TokenLimits:
+    if raw is None:
+        return TokenLimits()
+    if not isinstance(raw, dict):
+        raise Malformed("'limits' is not an object")
+    daily = raw.get("daily_limit") or {}
+    monthly = raw.get("monthly_limit") or {}
+    if not isinstance(daily, dict) or not isinstance(monthly, dict):
+        raise Malformed("'limits' windows are not objects")
+    return TokenLimits(
+        daily_usd=opt_money(daily, "amount"),
+        monthly_usd=opt_money(monthly, "amount"),
+        daily_requests=opt_int(daily, "requests"),
+        allowed_models=str_list(raw, "allowed_models"),
+    )
+
+
+def _reason(exc: Malformed) -> str:
+    return "negative_usage" if "negative" in str(exc) else "malformed"

@@ -1,0 +1,89 @@
+"""Reads of the usage history: the states the daemon resumes from, and what the CLI shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from monitor.store.codec import TOKEN_COLUMNS, row_to_state
+from monitor.tokens import TokenState
+
+__all__ = ["HistoryPoint", "ProviderFacts", "UsageReader"]
+
+_SELECT_TOKENS = f"SELECT id, {', '.join(TOKEN_COLUMNS)} FROM tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFacts:
+    name: str
+    kind: str
+    first_complete_poll_at: float | None
+    last_success_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    ts: float
+    cost_usd: float
+    requests: int
+
+
+class UsageReader:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def token_states(self, provider: str | None = None) -> dict[str, dict[str, TokenState]]:
+        """provider -> token id -> state."""
+        sql = _SELECT_TOKENS
+        params: tuple[str, ...] = ()
+        if provider is not None:
+            sql, params = sql + " WHERE provider = ?", (provider,)
+        out: dict[str, dict[str, TokenState]] = {}
+        with self._engine.connect() as conn:
+            for row in conn.exec_driver_sql(sql, params):
+                state = row_to_state(row)
+                out.setdefault(state.provider, {})[state.token_id] = state
+        return out
+
+    def providers(self) -> dict[str, ProviderFacts]:
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT name, kind, first_complete_poll_at, last_success_at FROM providers"
+            ).all()
+        return {r[0]: ProviderFacts(r[0], r[1], r[2], r[3]) for r in rows}
+
+    def poll_error_counts(self) -> dict[tuple[str, str], int]:
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT provider, reason, count FROM poll_errors").all()
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    def find_tokens(self, name: str) -> list[TokenState]:
+        """Tokens named `name` (or `provider/name`), across providers."""
+        provider, _, token = name.rpartition("/")
+        sql = _SELECT_TOKENS + " WHERE name = ?" + (" AND provider = ?" if provider else "")
+        params = (token, provider) if provider else (token,)
+        with self._engine.connect() as conn:
+            return [row_to_state(r) for r in conn.exec_driver_sql(sql, params)]
+
+    def hourly(self, token_pk: int, since: float) -> list[HistoryPoint]:
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT hour, cost_usd, requests FROM usage_hourly WHERE token_pk = ? AND hour >= ? ORDER BY hour",
+                (token_pk, int(since // 3600 * 3600)),
+            ).all()
+        return [HistoryPoint(float(r[0]), float(r[1]), int(r[2])) for r in rows]
+
+    def deltas(self, token_pk: int, since: float) -> list[HistoryPoint]:
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT ts, cost_usd, requests FROM usage_deltas WHERE token_pk = ? AND ts >= ? ORDER BY ts",
+                (token_pk, since),
+            ).all()
+        return [HistoryPoint(float(r[0]), float(r[1]), int(r[2])) for r in rows]
+
+    def count_rows(self, table: str) -> int:
+        if table not in {"tokens", "usage_deltas", "usage_hourly", "poll_runs"}:
+            raise ValueError(table)
+        with self._engine.connect() as conn:
+            return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())

@@ -1,0 +1,54 @@
+"""A token as keywatch knows it: the relay's last word plus keywatch's own counters."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from monitor.providers.base import TokenLimits
+from monitor.spend import UsageMark
+
+__all__ = ["TokenState", "naming_labels"]
+
+# [env]-[project]-[purpose]-[date], e.g. prod-webapp-api-2024-01 (the product guide's convention)
+_NAMING = re.compile(
+    r"^(?P<env>[a-z0-9]+)-(?P<project>[a-z0-9]+)-(?P<purpose>[a-z0-9_]+(?:-[a-z0-9_]+)*?)-(?P<date>\d{4}-\d{2})$"
+)
+
+
+def naming_labels(name: str) -> tuple[str, str] | None:
+    """(env, project) for names that follow the convention, else None."""
+    m = _NAMING.match(name.lower())
+    return (m["env"], m["project"]) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenState:
+    pk: int | None  # database id; None until first stored
+    provider: str
+    token_id: str
+    name: str
+    status: str
+    first_seen: float
+    last_seen: float
+    created_at: float | None = None
+    last_used_at: float | None = None
+    expires_at: float | None = None
+    key_sha256: str | None = None
+    limits: TokenLimits = field(default_factory=TokenLimits)
+    ip_whitelist: tuple[str, ...] = ()
+    missing_since: float | None = None
+    spend_total_usd: float = 0.0
+    requests_total: int = 0
+    mark: UsageMark | None = None
+    usage_known: bool = False  # has the relay ever told us this token's usage?
+
+    @property
+    def env(self) -> str:
+        labels = naming_labels(self.name)
+        return labels[0] if labels else ""
+
+    @property
+    def project(self) -> str:
+        labels = naming_labels(self.name)
+        return labels[1] if labels else ""
