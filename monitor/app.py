@@ -50,9 +50,19 @@ class Daemon:
         self.on_reload: list[Callable[[Settings], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
+    async def prime(self) -> None:
+        """Build the providers and run one cycle of each now, before anything is scheduled."""
+        for provider in self.settings.providers:
+            if provider.name not in self.pollers:
+                self._add_provider(provider, schedule=False)
+        await asyncio.gather(*(p.run_once() for p in self.pollers.values()))
+        for name, ps in self._provider_settings.items():
+            self._schedule(name, ps, first_run=datetime.now(UTC) + timedelta(seconds=ps.poll_interval))
+
     async def start(self, *, serve_http: bool = True) -> None:
         for provider in self.settings.providers:
-            self._add_provider(provider)
+            if provider.name not in self.pollers:
+                self._add_provider(provider)
         self.scheduler.start()
         self.scheduler.add_job(
             self.prune,
@@ -103,7 +113,7 @@ class Daemon:
         self.engine.dispose()
 
     # --- providers ----------------------------------------------------------------------
-    def _add_provider(self, ps: ProviderSettings) -> None:
+    def _add_provider(self, ps: ProviderSettings, *, schedule: bool = True) -> None:
         client = make_client(timeout=ps.timeout, max_connections=max(ps.concurrency, 8))
         health = self.exposition.health(ps.name)
 
@@ -127,15 +137,20 @@ class Daemon:
         self.pollers[ps.name] = poller
         self._clients[ps.name] = client
         self._provider_settings[ps.name] = ps
+        if schedule:
+            self._schedule(ps.name, ps, first_run=datetime.now(UTC))
+
+    def _schedule(self, name: str, ps: ProviderSettings, *, first_run: datetime) -> None:
         self.scheduler.add_job(
-            self._poll_job(poller),
+            self._poll_job(self.pollers[name]),
             "interval",
             seconds=ps.poll_interval,
-            id=f"poll:{ps.name}",
+            id=f"poll:{name}",
             max_instances=1,  # a slow relay never gets two overlapping cycles
             coalesce=True,  # missed runs collapse into one
             misfire_grace_time=max(1, int(ps.poll_interval)),
-            next_run_time=datetime.now(UTC),
+            next_run_time=first_run,
+            replace_existing=True,
         )
 
     def _poll_job(self, poller: Poller) -> Callable[[], Any]:

@@ -81,6 +81,16 @@ class UsageWriter:
             self._finish(conn, run, errors, first_complete=run.complete)
         return states
 
+    def write_history(self, points: Iterable[tuple[int, float, float, int]]) -> int:
+        """Back-fill usage (token pk, ts, cost, requests) recorded elsewhere: the demo's seeded
+        weeks, an import. Same tables and rollups as live cycles; counters are left alone."""
+        deltas = [(pk, ts, cost, requests, False) for pk, ts, cost, requests in points if cost or requests]
+        if deltas:
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql(_INSERT_DELTA, deltas)
+                conn.exec_driver_sql(_UPSERT_HOURLY, _hourly(deltas))
+        return len(deltas)
+
     def write_failure(self, run: PollRun, errors: Mapping[str, int]) -> None:
         with self._engine.begin() as conn:
             self._finish(conn, run, errors, first_complete=False)

@@ -1,0 +1,46 @@
+"""A simulated LLM relay on loopback, for the demo, the tests, the compose stack and the benchmarks.
+
+The model (`SimulatedRelay`, built by `make_relay`) holds seeded tokens whose traffic follows
+archetypes with hour-of-day and weekday seasonality, plus incidents (leaks, budget crossings) and
+fault knobs. HTTP flavours are views onto it: `laozhang` today. `build_app`/`serve` also mount a
+simulator-only control API under /_sim/ (see `control`)."""
+
+from __future__ import annotations
+
+from .faults import Faults, Outcome
+from .history import HistoryRow
+from .laozhang import LaozhangOptions, token_view
+from .ledger import Event, EventLog
+from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, TruthRow, make_relay
+from .profiles import LEAK_MODELS, MODEL_PRICES, Archetype
+from .server import FLAVORS, SimServer, build_app, parse_listen, run_simulator, serve
+from .simclock import SimClock
+from .token import Leak, Limits, SimStatus, SimToken
+
+__all__ = [
+    "DEFAULT_ADMIN_TOKEN",
+    "FLAVORS",
+    "LEAK_MODELS",
+    "MODEL_PRICES",
+    "Archetype",
+    "Event",
+    "EventLog",
+    "Faults",
+    "HistoryRow",
+    "LaozhangOptions",
+    "Leak",
+    "Limits",
+    "Outcome",
+    "SimClock",
+    "SimServer",
+    "SimStatus",
+    "SimToken",
+    "SimulatedRelay",
+    "TruthRow",
+    "build_app",
+    "make_relay",
+    "parse_listen",
+    "run_simulator",
+    "serve",
+    "token_view",
+]
