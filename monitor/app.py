@@ -100,7 +100,8 @@ class Daemon:
     async def stop(self) -> None:
         """Stop taking new work, let a running cycle finish its transaction, then close."""
         log.info("stopping")
-        self.scheduler.shutdown(wait=False)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if self.server is not None and self._server_task is not None:
             self.server.should_exit = True
             await asyncio.wait({self._server_task}, timeout=6)
