@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from alerts.grouping import NO_REPEAT_RULES, AlertGroup, Dispatcher, decide
@@ -58,6 +58,7 @@ class NotificationPipeline:
         no_repeat_rules: Iterable[str] = NO_REPEAT_RULES,
         recover: bool = True,
     ) -> None:
+        self.listeners: list[Callable[[Dispatched], None]] = []  # e.g. the demo's console
         notify = settings.notify if isinstance(settings, Settings) else settings
         self._store = store
         self._clock = clock
@@ -133,6 +134,8 @@ class NotificationPipeline:
             sent = self._flush_group(receiver, key, group, muted, now)
             if sent is not None:
                 out.append(sent)
+                for listener in self.listeners:
+                    listener(sent)
             still_firing = any(a.state == "firing" for a in group)
             self.dispatcher.flushed(receiver, key, now, still_firing=still_firing)
         return out

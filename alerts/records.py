@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from alerts.matchers import Matcher
@@ -62,7 +63,7 @@ class Alert:
             "token": self.labels.get("token", ""),
             "severity": self.severity,
             "state": self.state,
-            "since": since,
+            "since": _iso(since),
             "value": self.value,
             "summary": self.summary,
             "labels": dict(self.labels),
@@ -128,3 +129,9 @@ class OutboxItem:
     last_error: str = ""
     sent_at: float | None = None
     delivered: frozenset[str] = frozenset()  # ids of targets that already accepted it (partial sends)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -14,6 +14,9 @@ import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
 
+from alerts import api as alerts_api
+from alerts import cli as alerts_cli
+from alerts.engine import AlertEngine
 from monitor.clock import Clock, SystemClock
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
@@ -24,7 +27,7 @@ from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, UsageWriter, open_engine, prune
 from monitor.views import token_rows
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "command_handlers"]
 
 log = logging.getLogger("keywatch.daemon")
 
@@ -40,6 +43,8 @@ class Daemon:
         self.writer = UsageWriter(self.engine)
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self.exposition = Exposition(self.policies)
+        self.alerts = AlertEngine(settings, self.engine, clock=self.clock)
+        self.exposition.add_source(self.alerts.families)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._provider_settings: dict[str, ProviderSettings] = {}
@@ -64,6 +69,7 @@ class Daemon:
             if provider.name not in self.pollers:
                 self._add_provider(provider)
         self.scheduler.start()
+        self.alerts.start()
         self.scheduler.add_job(
             self.prune,
             "interval",
@@ -77,6 +83,7 @@ class Daemon:
                 readiness=self.readiness,
                 tokens=self.token_rows,
                 api_token=lambda: self.settings.api_token,
+                extra_routes=alerts_api.routes(self.alerts),
             )
             self.server = make_server(app, self.settings.listen)
             self._server_task = asyncio.create_task(self.server.serve(), name="http")
@@ -109,6 +116,7 @@ class Daemon:
         running = [t for t in asyncio.all_tasks() if t.get_name().startswith("poll:")]
         if running:
             await asyncio.wait(running, timeout=5)
+        await self.alerts.stop()
         for client in self._clients.values():
             await client.aclose()
         self.engine.dispose()
@@ -134,7 +142,9 @@ class Daemon:
             watching_since=facts.first_complete_poll_at if facts else None,
             error_counts=errors,
             last_success=facts.last_success_at if facts else None,
+            consecutive_failures=self.reader.consecutive_failures(ps.name),
         )
+        poller.listeners.append(self.alerts.on_cycle)
         self.pollers[ps.name] = poller
         self._clients[ps.name] = client
         self._provider_settings[ps.name] = ps
@@ -205,6 +215,7 @@ class Daemon:
             if name not in self.pollers:
                 self._add_provider(ps)
         self.exposition.retain_providers(wanted)
+        self.alerts.reconfigure(new)
         for hook in self.on_reload:
             hook(new)
         log.info("reloaded config: %d providers", len(wanted))
@@ -225,3 +236,8 @@ class Daemon:
             pruned.hourly,
             pruned.poll_runs,
         )
+
+
+def command_handlers(sub: Any) -> dict[str, Callable[[Any, Settings], int]]:
+    """The alert side's CLI commands, registered through the composition root."""
+    return alerts_cli.register(sub)

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("token", help="token name, or provider/name")
     history.add_argument("--since", default="24h")
     history.add_argument("--json", action="store_true")
+    from monitor.app import command_handlers
+
+    p.set_defaults(settings_handlers=command_handlers(sub))
     return p
 
 
@@ -70,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": _history,
     }
     try:
+        if args.command in args.settings_handlers:
+            return int(args.settings_handlers[args.command](args, load(args)))
         return handlers[args.command](args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

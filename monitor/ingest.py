@@ -59,6 +59,8 @@ def ingest(
     cycle = Cycle(provider, now, result.complete, states, seen=len(result.observations))
     for obs in result.observations:
         before = states.get(obs.token_id)
+        if before is not None and before.observation is obs:
+            continue  # the adapter saw exactly what it saw last time: nothing to do
         after, spend = _apply(before, obs, provider, now, tz, watching_since is not None)
         if spend.anomaly:
             cycle.notes.append((obs.name, spend.anomaly))
@@ -67,7 +69,9 @@ def ingest(
         if before is None:
             cycle.new.append(obs.token_id)
         elif after == replace(before, last_seen=after.last_seen):
-            continue  # unchanged: keep the same object, so caches keyed on it stay valid
+            # Unchanged: keep the same object, so caches keyed on it stay valid.
+            states[obs.token_id] = replace(before, observation=obs) if before.observation is None else before
+            continue
         else:
             cycle.changed.append(obs.token_id)
         states[obs.token_id] = after
@@ -131,6 +135,7 @@ def _apply(
         requests_total=requests_total,
         mark=mark,
         usage_known=base.usage_known or has_usage,
+        observation=obs,
     )
     return after, spend
 

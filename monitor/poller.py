@@ -37,6 +37,7 @@ class CycleReport:
     states: Mapping[str, TokenState]  # every known token of the provider after the cycle
     error_reason: str | None = None
     error: str | None = None
+    failures: int = 0  # failed polls in a row, this one included
 
 
 CycleListener = Callable[[CycleReport], Awaitable[None]]
@@ -55,6 +56,7 @@ class Poller:
         watching_since: float | None,
         error_counts: Mapping[str, int] | None = None,
         last_success: float | None = None,
+        consecutive_failures: int = 0,
     ) -> None:
         self.provider = provider
         self._tz = ZoneInfo(timezone)
@@ -65,7 +67,7 @@ class Poller:
         self.watching_since = watching_since
         self.listeners: list[CycleListener] = []
         self.succeeded_once = False
-        self.consecutive_failures = 0
+        self.consecutive_failures = consecutive_failures
         health = exposition.health(provider.name)
         health.errors.update(error_counts or {})
         health.last_success = last_success
@@ -164,4 +166,6 @@ class Poller:
             await asyncio.to_thread(self._writer.write_failure, run, {reason: 1})
         except Exception:
             log.exception("%s: could not record the failed poll", name)
-        return CycleReport(name, now, False, False, None, self.states, reason, message)
+        return CycleReport(
+            name, now, False, False, None, self.states, reason, message, self.consecutive_failures
+        )

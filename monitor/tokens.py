@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from monitor.providers.base import TokenLimits
+from monitor.providers.base import Observation, TokenLimits
 from monitor.spend import UsageMark
 
 __all__ = ["TokenState", "naming_labels"]
@@ -42,6 +42,9 @@ class TokenState:
     requests_total: int = 0
     mark: UsageMark | None = None
     usage_known: bool = False  # has the relay ever told us this token's usage?
+    # The observation this state was last derived from (not stored): when an adapter hands the
+    # very same object again, nothing about the token changed and ingest can skip it.
+    observation: Observation | None = field(default=None, compare=False, repr=False)
 
     @property
     def env(self) -> str:

@@ -51,6 +51,7 @@ class LaozhangProvider:
         self._keys: dict[str, Secret] = dict(settings.keys)
         self._hashes = {name: key_sha256(key.reveal()) for name, key in self._keys.items() if key}
         self._ids_to_names: dict[str, str] = {}
+        self._previous: dict[str, tuple[object, Observation]] = {}
 
     async def poll(self) -> PollResult:
         response = await self._http.request("GET", "/v1/api-keys", credential=self._settings.admin_token)
@@ -66,18 +67,29 @@ class LaozhangProvider:
         observations: list[Observation] = []
         skipped: list[Skip] = []
         need_usage: list[Observation] = []
+        seen: dict[str, tuple[object, Observation]] = {}
         for entry in entries:
             try:
-                obs = parse_token(entry, self._hashes)
+                key = entry.get("id") if isinstance(entry, dict) else None
+                previous = self._previous.get(key) if isinstance(key, str) else None
+                # An entry equal to last cycle's parses to the same Observation: reuse the object,
+                # which also tells ingest that nothing changed (idle fleets cost a dict compare).
+                obs = (
+                    previous[1]
+                    if previous is not None and previous[0] == entry
+                    else parse_token(entry, self._hashes)
+                )
             except Malformed as exc:
                 label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
                 skipped.append(Skip(str(label or "?"), _reason(exc), str(exc)))
                 continue
             self._ids_to_names[obs.token_id] = obs.name
+            seen[obs.token_id] = (entry, obs)
             if obs.month_usd is None and obs.today_usd is None and obs.name in self._keys:
                 need_usage.append(obs)
             else:
                 observations.append(obs)
+        self._previous = seen
         if need_usage:
             fetched, failed = await self._usage_by_key(need_usage)
             observations.extend(fetched)

@@ -53,6 +53,19 @@ class UsageReader:
             ).all()
         return {r[0]: ProviderFacts(r[0], r[1], r[2], r[3]) for r in rows}
 
+    def consecutive_failures(self, provider: str) -> int:
+        """Failed polls since the provider's last success (a restart must not forget an outage)."""
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT ok FROM poll_runs WHERE provider = ? ORDER BY started_at DESC LIMIT 100", (provider,)
+            ).all()
+        count = 0
+        for (ok,) in rows:
+            if ok:
+                break
+            count += 1
+        return count
+
     def poll_error_counts(self) -> dict[tuple[str, str], int]:
         with self._engine.connect() as conn:
             rows = conn.exec_driver_sql("SELECT provider, reason, count FROM poll_errors").all()

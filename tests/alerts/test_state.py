@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,8 @@ def test_to_api_shape(store: AlertStore) -> None:
     tracker.evaluate([finding()], now=T0)
     api = tracker.alerts()[0].to_api()
     assert {"rule", "provider", "token", "severity", "state", "since", "value", "summary"} <= api.keys()
-    assert (api["state"], api["since"], api["token"]) == ("firing", T0, "dev-webapp-api-2026-01")
+    since = datetime.fromtimestamp(T0, UTC).isoformat().replace("+00:00", "Z")
+    assert (api["state"], api["since"], api["token"]) == ("firing", since, "dev-webapp-api-2026-01")
 
 
 def test_annotate_sticks_for_the_episode(store: AlertStore) -> None:

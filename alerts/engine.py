@@ -1,0 +1,158 @@
+"""The alert engine as the daemon runs it: after each poll cycle, evaluate the rules on what the
+cycle produced, advance alert states, and hand transitions to the notification pipeline.
+
+Built by the composition root (monitor/app.py), which registers `on_cycle` as a poll listener
+and `families` as a metrics source; nothing in `monitor` knows this module exists."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine
+
+from alerts.model import Finding
+from alerts.notify import Notifier
+from alerts.pipeline import NotificationPipeline
+from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
+from alerts.state import AlertTracker, no_data_for_providers
+from alerts.store import AlertStore
+from monitor.clock import Clock
+from monitor.metrics import Family
+from monitor.policy import PolicyBook
+from monitor.poller import CycleReport
+from monitor.settings import Settings
+from monitor.tokens import TokenState
+
+__all__ = ["RULES", "SEVERITIES", "AlertEngine"]
+
+log = logging.getLogger("keywatch.alerts")
+
+RULES = (
+    "budget",
+    "budget_forecast",
+    "spend_anomaly",
+    "leak_suspected",
+    "token_expiring",
+    "token_unused",
+    "rotation_due",
+    "provider_down",
+)
+SEVERITIES = ("info", "warning", "critical", "security")
+
+
+class AlertEngine:
+    def __init__(
+        self, settings: Settings, engine: Engine, *, clock: Clock, notifier: Notifier | None = None
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = AlertStore(engine)
+        self.store.ensure_schema()
+        self.tracker = AlertTracker(self.store)
+        self.notifier = notifier or Notifier(settings.notify)
+        self.pipeline = NotificationPipeline(self.store, self.notifier, settings, clock=clock)
+        self.policies = PolicyBook(settings.tokens, settings.response.protect)
+        self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}
+        # keywatch_revocations_total, by (provider, mode, outcome); the responder counts into it.
+        self.revocations: dict[tuple[str, str, str], int] = {}
+        self._stop = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self.pipeline.run_sender(self._stop), name="notify-sender")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._sender is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._sender, timeout=5)
+
+    def reconfigure(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policies = PolicyBook(settings.tokens, settings.response.protect)
+        self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}
+        self.notifier = Notifier(settings.notify)
+        self.pipeline.reconfigure(settings, self.notifier)
+
+    # --- the per-cycle evaluation -------------------------------------------------------
+    async def on_cycle(self, report: CycleReport) -> None:
+        provider = report.provider
+        now = self.clock.now()
+        if report.ok:
+            findings = list(self.token_findings(provider, report.states.values(), now=now))
+            unknown = None
+        else:
+            down = provider_down_finding(provider, report.failures, report.error_reason, self.settings.rules)
+            findings = [down] if down else []
+            # No data is not "all fine": the provider's token alerts neither fire nor resolve.
+            unknown = no_data_for_providers({provider})
+        transitions = self.tracker.evaluate(
+            findings, now=now, evaluated_subjects=[{"provider": provider}], unknown=unknown
+        )
+        for t in transitions:
+            a = t.alert
+            log.info(
+                "alert %s %s -> %s: %s",
+                a.rule,
+                t.from_state,
+                t.to_state,
+                a.summary,
+                extra={"rule": a.rule, "provider": a.labels.get("provider"), "token": a.labels.get("token")},
+            )
+        self.pipeline.process(transitions, self.tracker.alerts(), now=now)
+
+    def token_findings(self, provider: str, states: Iterable[TokenState], *, now: float) -> Iterable[Finding]:
+        tz = self._tz.get(provider, ZoneInfo("UTC"))
+        rules = self.settings.rules
+        states = list(states)
+        yield from budget_findings(states, self.policies, rules, now=now, tz=tz)
+        yield from forecast_findings(states, self.policies, rules, now=now, tz=tz)
+        yield from hygiene_findings(states, rules, now=now)
+
+    # --- reads --------------------------------------------------------------------------
+    def firing_counts(self) -> Mapping[tuple[str, str], int]:
+        counts = {(rule, sev): 0 for rule in RULES for sev in SEVERITIES}
+        for alert in self.tracker.alerts(["firing"]):
+            key = (alert.rule, alert.severity)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def families(self) -> list[Family]:
+        firing = [
+            ({"rule": r, "severity": s}, float(n)) for (r, s), n in sorted(self.firing_counts().items())
+        ]
+        counts = self.pipeline.counts()
+        notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in ("sent", "failed", "suppressed")]
+        revocations = []
+        for provider in sorted({p.name for p in self.settings.providers} | {k[0] for k in self.revocations}):
+            for mode in ("auto", "manual", "report"):
+                for outcome in ("done", "dry_run", "failed", "blocked"):
+                    n = self.revocations.get((provider, mode, outcome), 0)
+                    revocations.append(({"provider": provider, "mode": mode, "outcome": outcome}, float(n)))
+        return [
+            Family(
+                "keywatch_revocations_total",
+                "counter",
+                "Quarantine attempts by provider, mode (auto, manual, report) and outcome.",
+                revocations,
+            ),
+            Family("keywatch_alerts_firing", "gauge", "Alerts firing now, by rule and severity.", firing),
+            Family(
+                "keywatch_notifications_total",
+                "counter",
+                "Notifications by outcome (sent, failed after every retry, suppressed by a silence or inhibition).",
+                notifications,
+            ),
+        ]
+
+    def api_alerts(self) -> list[dict[str, object]]:
+        """Pending and firing alerts, most severe first (`keywatch alerts`, GET /api/v1/alerts)."""
+        order = {s: i for i, s in enumerate(("security", "critical", "warning", "info"))}
+        active = [a for a in self.tracker.alerts(["pending", "firing"])]
+        active.sort(key=lambda a: (order.get(a.severity, 9), a.state != "firing", a.rule, a.fingerprint))
+        return [a.to_api() for a in active]
