@@ -21,6 +21,7 @@ __all__ = ["STICKY_ANNOTATIONS", "AlertTracker", "Subjects", "no_data_for_provid
 # Set by the responder through AlertTracker.annotate; rules do not produce them, so they are kept
 # for the rest of the episode instead of being dropped by the next evaluation.
 STICKY_ANNOTATIONS = ("response", "quarantined", "next_steps")
+VALUE_FLUSH_INTERVAL = 300.0  # seconds between writes of alerts whose only change is their value
 
 # Which alerts a statement covers: a predicate on the alert's labels (with `rule` added), or
 # label filters, each matching when all of its key=value pairs equal the alert's labels.
@@ -50,6 +51,8 @@ class AlertTracker:
     def __init__(self, store: AlertStore) -> None:
         self._store = store
         self._alerts: dict[str, Alert] = {a.fingerprint: a for a in store.load_alerts()}
+        self._dirty: set[str] = set()  # alerts whose values moved since they were last written
+        self._flushed_at = float("-inf")
 
     def alerts(self, states: Iterable[AlertState] | None = None) -> list[Alert]:
         wanted = None if states is None else frozenset(states)
@@ -77,6 +80,7 @@ class AlertTracker:
         hits: dict[str, Finding] = {f.fingerprint: f for f in findings}
 
         changed: list[Alert] = []
+        moved: list[Alert] = []
         forgotten: list[str] = []
         transitions: list[Transition] = []
 
@@ -92,14 +96,27 @@ class AlertTracker:
                     forgotten.append(fp)
                     transitions.append(Transition(replace(old, state="inactive"), old.state, "inactive", now))
                 continue
-            if new != old:
+            if old is None or _material(new) != _material(old):
                 changed.append(new)
+                self._dirty.discard(fp)
+            elif new != old:
+                moved.append(new)  # only values moved: kept in memory, written in batches
             before: AlertState = old.state if old is not None else "inactive"
             if new.state != before:
                 transitions.append(Transition(new, before, new.state, now))
 
+        self._dirty.update(a.fingerprint for a in moved)
+        self._dirty.difference_update(forgotten)
+        if self._dirty and now - self._flushed_at >= VALUE_FLUSH_INTERVAL:
+            latest = {a.fingerprint: a for a in moved}
+            changed += [
+                latest.get(fp) or self._alerts[fp] for fp in self._dirty if fp in latest or fp in self._alerts
+            ]
+            self._dirty.clear()
+            self._flushed_at = now
         # Commit before anyone acts on the transitions (crash safety).
         self._store.save_alerts(changed, forgotten)
+        self._alerts.update((a.fingerprint, a) for a in moved)
         for fp in forgotten:
             del self._alerts[fp]
         self._alerts.update((a.fingerprint, a) for a in changed)
@@ -123,6 +140,23 @@ class AlertTracker:
         for fp in gone:
             self._alerts.pop(fp, None)
         return len(gone)
+
+
+def _material(a: Alert) -> tuple[object, ...]:
+    """What must reach the database at once: lifecycle, identity, responder notes. The value,
+    summary and evaluation times move every poll and are written every VALUE_FLUSH_INTERVAL."""
+    sticky = tuple(sorted((k, v) for k, v in a.annotations.items() if k in STICKY_ANNOTATIONS))
+    return (
+        a.state,
+        a.severity,
+        a.active_since,
+        a.firing_since,
+        a.resolved_at,
+        min(a.consecutive_hits, a.for_polls),
+        a.for_polls,
+        a.keep_firing_for,
+        sticky,
+    )
 
 
 def _labels_of(alert: Alert | None) -> Mapping[str, str]:

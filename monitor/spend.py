@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from monitor.providers.base import Observation
@@ -68,14 +69,20 @@ def usage_delta(
         first = _first_of(obs.total_usd, obs.month_usd, obs.today_usd)
         return UsageDelta(_clean(first), max(obs.today_requests or 0, 0))
 
-    then = datetime.fromtimestamp(prev.observed_at, tz)
-    here = datetime.fromtimestamp(now, tz)
+    then = _local(prev.observed_at, tz)
+    here = _local(now, tz)
     day_crossed = here.date() != then.date()
     month_crossed = (here.year, here.month) != (then.year, then.month)
 
     cost, gap, anomaly = _cost(prev, obs, here, day_crossed, month_crossed)
     requests = _window_delta(prev.today_requests, obs.today_requests, day_crossed)
     return UsageDelta(_clean(cost), int(requests or 0), gap, anomaly)
+
+
+@lru_cache(maxsize=4096)
+def _local(ts: float, tz: ZoneInfo) -> datetime:
+    """A cycle's tokens share a handful of observation times: convert each once."""
+    return datetime.fromtimestamp(ts, tz)
 
 
 def _cost(

@@ -12,12 +12,16 @@ from monitor.providers.base import (
     PollResult,
     Provider,
     ProviderError,
+    RequestRecord,
     RevokeOutcome,
     Skip,
     TokenLimits,
 )
 from monitor.providers.http import RelayHTTP, make_client
 from monitor.providers.laozhang import LaozhangProvider
+from monitor.providers.newapi import NewAPIProvider
+from monitor.providers.oneapi import OneAPIProvider
+from monitor.providers.openai import OpenAIProvider
 from monitor.settings import ProviderSettings
 
 __all__ = [
@@ -26,6 +30,7 @@ __all__ = [
     "PollResult",
     "Provider",
     "ProviderError",
+    "RequestRecord",
     "RevokeOutcome",
     "Skip",
     "TokenLimits",
@@ -34,7 +39,7 @@ __all__ = [
     "make_client",
 ]
 
-SUPPORTED_KINDS = ("laozhang",)
+SUPPORTED_KINDS = ("laozhang", "oneapi", "newapi", "openai")
 
 
 class UnsupportedKind(Exception):
@@ -42,11 +47,23 @@ class UnsupportedKind(Exception):
 
 
 def build_provider(
-    settings: ProviderSettings, client: httpx.AsyncClient, *, on_retry: Callable[[str], None] | None = None
+    settings: ProviderSettings,
+    client: httpx.AsyncClient,
+    *,
+    on_retry: Callable[[str], None] | None = None,
+    log_cursor: float | None = None,
 ) -> Provider:
+    """`log_cursor`: where request-log polling resumes after a restart (`UsageReader.log_cursor`);
+    without it the first window reaches an hour back and the store drops the rows it has."""
     http = RelayHTTP(client, settings.base_url, retries=settings.retries, on_retry=on_retry)
     if settings.kind == "laozhang":
         return LaozhangProvider(settings, http)
+    if settings.kind == "oneapi":
+        return OneAPIProvider(settings, http, log_cursor=log_cursor)
+    if settings.kind == "newapi":
+        return NewAPIProvider(settings, http, log_cursor=log_cursor)
+    if settings.kind == "openai":
+        return OpenAIProvider(settings, http, log_cursor=log_cursor)
     raise UnsupportedKind(
         f"providers.{settings.name}: kind '{settings.kind}' is not supported by this build yet"
     )

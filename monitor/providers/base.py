@@ -12,6 +12,7 @@ __all__ = [
     "PollResult",
     "Provider",
     "ProviderError",
+    "RequestRecord",
     "RevokeOutcome",
     "Skip",
     "TokenLimits",
@@ -49,6 +50,28 @@ class Observation:
     limits: TokenLimits = field(default_factory=TokenLimits)
     ip_whitelist: tuple[str, ...] = ()
     key_sha256: str | None = None
+    # True when the relay keeps no usage counter for this token (one-api unlimited tokens, OpenAI
+    # keys): its spend is the sum of its RequestRecords that the store has not seen before.
+    spend_from_logs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One row of a relay's request log (or one usage bucket, for relays that only aggregate).
+    `request_id` is unique per token and stable across polls: it is how overlapping log windows
+    are deduplicated, so a row fetched twice is stored and counted once."""
+
+    token_id: str | None  # None when the relay names the token only by name
+    token_name: str
+    ts: float
+    model: str
+    ip: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    elapsed_ms: int | None
+    request_id: str
+    requests: int = 1  # >1 for aggregated buckets (OpenAI usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +90,8 @@ class PollResult:
     # False when the relay could not show every token (a page or usage call failed): rules may
     # still read what came, but nothing is quarantined on it and missing tokens are not "deleted".
     complete: bool = True
+    # Request-level rows from the relay's log, possibly overlapping earlier polls' rows.
+    requests: Sequence[RequestRecord] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,18 +74,25 @@ class LaozhangProvider:
                 previous = self._previous.get(key) if isinstance(key, str) else None
                 # An entry equal to last cycle's parses to the same Observation: reuse the object,
                 # which also tells ingest that nothing changed (idle fleets cost a dict compare).
-                obs = (
-                    previous[1]
-                    if previous is not None and previous[0] == entry
-                    else parse_token(entry, self._hashes)
-                )
+                if previous is None:
+                    obs = parse_token(entry, self._hashes)
+                elif previous[0] == entry:
+                    obs = previous[1]
+                else:
+                    obs = _reparse(previous, entry, self._hashes)
             except Malformed as exc:
                 label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
                 skipped.append(Skip(str(label or "?"), _reason(exc), str(exc)))
                 continue
             self._ids_to_names[obs.token_id] = obs.name
             seen[obs.token_id] = (entry, obs)
-            if obs.month_usd is None and obs.today_usd is None and obs.name in self._keys:
+            # A revoked or expired token's key is refused and its usage can no longer move.
+            if (
+                obs.month_usd is None
+                and obs.today_usd is None
+                and obs.name in self._keys
+                and obs.status in _LIVE
+            ):
                 need_usage.append(obs)
             else:
                 observations.append(obs)
@@ -174,6 +181,31 @@ def parse_token(entry: Any, hashes: Mapping[str, str]) -> Observation:
         limits=_limits(entry.get("limits")),
         ip_whitelist=str_list(entry, "ip_whitelist"),
         key_sha256=hashes.get(name),
+    )
+
+
+_LIVE = ("active", "unused")
+_MOVING = frozenset(("today_usage", "month_usage", "today_requests", "last_used_at", "status"))
+
+
+def _reparse(previous: tuple[Any, Observation], entry: Any, hashes: Mapping[str, str]) -> Observation:
+    """Most changes between polls are usage figures: when only those moved, re-read only them."""
+    old_entry, old = previous
+    if not isinstance(old_entry, dict) or entry.keys() != old_entry.keys():
+        return parse_token(entry, hashes)
+    for k, v in entry.items():
+        if k not in _MOVING and v != old_entry[k]:
+            return parse_token(entry, hashes)
+    status = _STATUSES.get(str(entry.get("status", "")).lower())
+    if status is None:
+        raise Malformed(f"unknown status {str(entry.get('status'))[:20]!r}")
+    return replace(
+        old,
+        status=status,
+        last_used_at=opt_time(entry, "last_used_at"),
+        today_usd=opt_money(entry, "today_usage"),
+        month_usd=opt_money(entry, "month_usage"),
+        today_requests=opt_int(entry, "today_requests"),
     )
 
 

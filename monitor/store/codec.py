@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -37,6 +38,7 @@ TOKEN_COLUMNS = (
 )
 
 
+@lru_cache(maxsize=4096)  # most tokens share a handful of limit sets
 def _limits_json(limits: TokenLimits) -> str:
     data = {
         "daily_usd": limits.daily_usd,
@@ -61,7 +63,7 @@ def state_to_row(s: TokenState) -> tuple[Any, ...]:
         s.expires_at,
         s.key_sha256,
         _limits_json(s.limits),
-        orjson.dumps(list(s.ip_whitelist)).decode(),
+        _list_json(s.ip_whitelist),
         s.first_seen,
         s.last_seen,
         s.missing_since,
@@ -108,3 +110,8 @@ def row_to_state(row: Any) -> TokenState:
         mark=mark,
         usage_known=mark is not None,
     )
+
+
+@lru_cache(maxsize=4096)
+def _list_json(items: tuple[str, ...]) -> str:
+    return orjson.dumps(list(items)).decode()

@@ -21,9 +21,14 @@ def _initial(conn: Connection) -> None:
     SQLModel.metadata.create_all(conn, tables=[SQLModel.metadata.tables[n] for n in names])
 
 
+def _request_log(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[SQLModel.metadata.tables["request_log"]])
+
+
 # Append only: a migration that has shipped is never edited or reordered.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("0001_initial", _initial),
+    ("0002_request_log", _request_log),
 ]
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from monitor.store.codec import TOKEN_COLUMNS, row_to_state
 from monitor.tokens import TokenState
 
-__all__ = ["HistoryPoint", "ProviderFacts", "UsageReader"]
+__all__ = ["HistoryPoint", "LoggedRequest", "ProviderFacts", "UsageReader"]
 
 _SELECT_TOKENS = f"SELECT id, {', '.join(TOKEN_COLUMNS)} FROM tokens"
 
@@ -26,6 +26,19 @@ class ProviderFacts:
 class HistoryPoint:
     ts: float
     cost_usd: float
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    ts: float
+    model: str
+    ip: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    elapsed_ms: int | None
+    request_id: str
     requests: int
 
 
@@ -95,8 +108,28 @@ class UsageReader:
             ).all()
         return [HistoryPoint(float(r[0]), float(r[1]), int(r[2])) for r in rows]
 
+    def log_cursor(self, provider: str) -> float | None:
+        """Where a provider's request-log polling resumes after a restart: the newest stored row.
+        Adapters re-read an overlap before it, and the store drops the rows it already has."""
+        with self._engine.connect() as conn:
+            value = conn.exec_driver_sql(
+                "SELECT MAX(r.ts) FROM request_log r JOIN tokens t ON t.id = r.token_pk WHERE t.provider = ?",
+                (provider,),
+            ).scalar_one()
+        return None if value is None else float(value)
+
+    def requests(self, token_pk: int, since: float) -> list[LoggedRequest]:
+        """The stored request-log rows of one token since `since`, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT ts, model, ip, prompt_tokens, completion_tokens, cost_usd, elapsed_ms, request_id, "
+                "requests FROM request_log WHERE token_pk = ? AND ts >= ? ORDER BY ts, id",
+                (token_pk, since),
+            ).all()
+        return [LoggedRequest(*r) for r in rows]
+
     def count_rows(self, table: str) -> int:
-        if table not in {"tokens", "usage_deltas", "usage_hourly", "poll_runs"}:
+        if table not in {"tokens", "usage_deltas", "usage_hourly", "poll_runs", "request_log"}:
             raise ValueError(table)
         with self._engine.connect() as conn:
             return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar_one())

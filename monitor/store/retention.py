@@ -1,5 +1,5 @@
-"""Retention: raw deltas and poll runs older than `retention.raw`, hourly rollups older than
-`retention.hourly`. Token rows stay: their lifetime counters are what `_total` metrics derive from."""
+"""Retention: raw deltas, request-log rows and poll runs older than `retention.raw`, hourly rollups
+older than `retention.hourly`. Token rows stay: their lifetime counters are what `_total` metrics derive from."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Pruned:
     deltas: int
     hourly: int
     poll_runs: int
+    requests: int = 0  # request_log rows
 
 
 def prune(engine: Engine, retention: Retention, *, now: float) -> Pruned:
@@ -27,4 +28,5 @@ def prune(engine: Engine, retention: Retention, *, now: float) -> Pruned:
             "DELETE FROM usage_hourly WHERE hour < ?", (int(hourly_cutoff),)
         ).rowcount
         runs = conn.exec_driver_sql("DELETE FROM poll_runs WHERE started_at < ?", (raw_cutoff,)).rowcount
-    return Pruned(deltas, hourly, runs)
+        requests = conn.exec_driver_sql("DELETE FROM request_log WHERE ts < ?", (raw_cutoff,)).rowcount
+    return Pruned(deltas, hourly, runs, requests)

@@ -6,7 +6,15 @@ from __future__ import annotations
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["PollErrorRow", "PollRunRow", "ProviderRow", "TokenRow", "UsageDeltaRow", "UsageHourlyRow"]
+__all__ = [
+    "PollErrorRow",
+    "PollRunRow",
+    "ProviderRow",
+    "RequestLogRow",
+    "TokenRow",
+    "UsageDeltaRow",
+    "UsageHourlyRow",
+]
 
 
 class TokenRow(SQLModel, table=True):
@@ -100,3 +108,26 @@ class PollErrorRow(SQLModel, table=True):
     provider: str = Field(primary_key=True)
     reason: str = Field(primary_key=True)
     count: int = 0
+
+
+class RequestLogRow(SQLModel, table=True):
+    """One request (or usage bucket) from a relay's log. `request_id` is unique per token, so a row
+    that overlapping poll windows fetch twice is stored once: INSERT OR IGNORE on that key."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        UniqueConstraint("token_pk", "request_id", name="uq_request_log_token_request"),
+        Index("ix_request_log_ts", "ts"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_pk: int = Field(foreign_key="tokens.id")
+    ts: float
+    model: str = ""
+    ip: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_ms: int | None = None
+    request_id: str
+    requests: int = 1  # more than one for aggregated buckets (OpenAI usage)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine
 
-from monitor.ingest import Cycle
+from monitor.ingest import Cycle, apply_logged
 from monitor.store.codec import TOKEN_COLUMNS, state_to_row
+from monitor.store.requestlog import store_requests
 from monitor.tokens import TokenState
 
 __all__ = ["PollRun", "UsageWriter"]
@@ -59,7 +60,9 @@ class UsageWriter:
         self._engine = engine
 
     def write_cycle(self, cycle: Cycle, run: PollRun, errors: Mapping[str, int]) -> dict[str, TokenState]:
-        """Persist the cycle; returns its states with database ids filled in for new tokens."""
+        """Persist the cycle; returns its states with database ids filled in for new tokens.
+        Request-log rows are stored too, and the spend of the rows not stored before is added to
+        the cycle (`cycle.spend`, `cycle.states`) in the same transaction."""
         states = cycle.states
         with self._engine.begin() as conn:
             if cycle.new:
@@ -70,6 +73,9 @@ class UsageWriter:
                 pks: dict[str, int] = {token_id: pk for token_id, pk in found}
                 for token_id in cycle.new:
                     states[token_id] = replace(states[token_id], pk=pks[token_id])
+            if cycle.requests:
+                # Only the store knows which log rows are new; their spend joins the cycle here.
+                apply_logged(cycle, store_requests(conn, cycle.requests, states))
             if cycle.changed:
                 conn.exec_driver_sql(
                     _UPDATE_TOKEN, [(*state_to_row(states[t]), states[t].pk) for t in cycle.changed]

@@ -2,7 +2,7 @@
 
 The model (`SimulatedRelay`, built by `make_relay`) holds seeded tokens whose traffic follows
 archetypes with hour-of-day and weekday seasonality, plus incidents (leaks, budget crossings) and
-fault knobs. HTTP flavours are views onto it: `laozhang` today. `build_app`/`serve` also mount a
+fault knobs. HTTP flavours are views onto it: `laozhang`, `oneapi`, `newapi` and `openai`. `build_app`/`serve` also mount a
 simulator-only control API under /_sim/ (see `control`)."""
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ from .history import HistoryRow
 from .laozhang import LaozhangOptions, token_view
 from .ledger import Event, EventLog
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, TruthRow, make_relay
+from .newapi import DEFAULT_USER_ID, NewAPIOptions
+from .oneapi import OneAPIOptions
+from .openai import DEFAULT_PROJECT_ID, OpenAIOptions
 from .profiles import LEAK_MODELS, MODEL_PRICES, Archetype
 from .server import FLAVORS, SimServer, build_app, parse_listen, run_simulator, serve
 from .simclock import SimClock
@@ -19,6 +22,8 @@ from .token import Leak, Limits, SimStatus, SimToken
 
 __all__ = [
     "DEFAULT_ADMIN_TOKEN",
+    "DEFAULT_PROJECT_ID",
+    "DEFAULT_USER_ID",
     "FLAVORS",
     "LEAK_MODELS",
     "MODEL_PRICES",
@@ -30,6 +35,9 @@ __all__ = [
     "LaozhangOptions",
     "Leak",
     "Limits",
+    "NewAPIOptions",
+    "OneAPIOptions",
+    "OpenAIOptions",
     "Outcome",
     "SimClock",
     "SimServer",

@@ -11,13 +11,15 @@ times are epoch seconds; a token is named by id or name. Unknown token -> 404, b
     POST /_sim/leak           {"token", "multiplier"?, "new_ips"?, "models"?}
     POST /_sim/leak/stop      {"token"}
     POST /_sim/over-budget    {"token", "window"?: day|month, "target_usd"?}  -> {"added_usd"}
-    POST /_sim/spend          {"token", "usd", "requests"?, "model"?, "ip"?}
+    POST /_sim/spend          {"token", "usd", "requests"?, "model"?, "ip"?, "at"?}
     POST /_sim/faults         any knobs of Faults, or {"reset": true}
     POST /_sim/options        the flavour's options, e.g. {"usage_in_list": false}
     POST /_sim/tokens         {"name", ...create_token options}  -> {"token", "key"}
     POST /_sim/tokens/rename  {"token", "name"}
     POST /_sim/tokens/revoke  {"token"}
     POST /_sim/tokens/delete  {"token"}
+    POST /_sim/tokens/disable {"token"}   (one-api family: reversible)
+    POST /_sim/tokens/enable  {"token"}
 """
 
 from __future__ import annotations
@@ -100,7 +102,12 @@ def _over_budget(relay: SimulatedRelay, body: _Body) -> Any:
 
 def _spend(relay: SimulatedRelay, body: _Body) -> Any:
     tok = relay.add_spend(
-        _ref(body), _num(body, "usd"), int(body.get("requests", 1)), body.get("model"), body.get("ip")
+        _ref(body),
+        _num(body, "usd"),
+        int(body.get("requests", 1)),
+        body.get("model"),
+        body.get("ip"),
+        at=_num(body, "at") if "at" in body else None,
     )
     return _row(relay, tok)
 
@@ -142,6 +149,14 @@ def _revoke(relay: SimulatedRelay, body: _Body) -> Any:
     return _row(relay, relay.revoke_token(_ref(body)))
 
 
+def _disable(relay: SimulatedRelay, body: _Body) -> Any:
+    return _row(relay, relay.disable_token(_ref(body)))
+
+
+def _enable(relay: SimulatedRelay, body: _Body) -> Any:
+    return _row(relay, relay.enable_token(_ref(body)))
+
+
 def _delete(relay: SimulatedRelay, body: _Body) -> Any:
     relay.delete_token(_ref(body))
     return {"deleted": body["token"]}
@@ -159,6 +174,8 @@ _POSTS: dict[str, _Action] = {
     "/_sim/tokens/rename": _rename,
     "/_sim/tokens/revoke": _revoke,
     "/_sim/tokens/delete": _delete,
+    "/_sim/tokens/disable": _disable,
+    "/_sim/tokens/enable": _enable,
 }
 
 

@@ -44,6 +44,11 @@ class EventLog:
     def __len__(self) -> int:
         return len(self._events)
 
+    @property
+    def seq(self) -> int:
+        """The last booked event's seq: changes whenever anything is booked (cheap cache key)."""
+        return self._seq
+
     def __iter__(self) -> Iterator[Event]:
         return iter(self._events)
 

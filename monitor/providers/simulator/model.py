@@ -74,6 +74,7 @@ class SimulatedRelay:
         self._all: dict[str, SimToken] = {}  # by id, creation order, deleted ones included
         self._by_key: dict[str, SimToken] = {}
         self._by_name: dict[str, SimToken] = {}
+        self.roster_version = 0  # bumped when a token is added or deleted: a cache key for views
         for tok in tokens:
             self._add(tok)
 
@@ -125,6 +126,10 @@ class SimulatedRelay:
                 self._catch_up(tok, now)
                 out.append(tok)
         return out
+
+    def listed(self) -> list[SimToken]:
+        """Every listed token in creation order, as they are: for views that already synced."""
+        return [t for t in self._all.values() if not t.deleted]
 
     def token(self, ref: str) -> SimToken:
         """A listed token by id or name, up to date. KeyError if unknown or deleted."""
@@ -237,15 +242,22 @@ class SimulatedRelay:
         requests: int = 1,
         model: str | None = None,
         ip: str | None = None,
+        at: float | None = None,
     ) -> SimToken:
-        """Book spend on a token now, as if its key had just been used."""
+        """Book spend on a token now, as if its key had just been used. `at` books it at an
+        earlier time of the relay's current day instead: a relay that writes its log row late."""
         if usd < 0 or requests < 0:
             raise ValueError("usd and requests must be >= 0")
         tok = self.token(ref)
         now = self.now()
         if not tok.accepts_key(now):
             raise ValueError(f"token {tok.name!r} is {tok.status(now)}: the relay refuses its key")
-        self._ledger.book(tok, now, requests, usd, model or tok.models[0], ip or tok.ips[0])
+        when = now
+        if at is not None:
+            if at > now or self.local.info(at)[0] != tok.day_key:
+                raise ValueError("at must be earlier today (the relay's day)")
+            when = at
+        self._ledger.book(tok, when, requests, usd, model or tok.models[0], ip or tok.ips[0])
         return tok
 
     def push_over_budget(
@@ -283,6 +295,8 @@ class SimulatedRelay:
         usd_per_hour: float | None = None,
         models: Sequence[str] | None = None,
         ips: Sequence[str] | None = None,
+        unlimited_quota: bool | None = None,
+        quota_usd: float | None = None,
     ) -> tuple[SimToken, str]:
         """A new token (status "unused" until it spends) and its key. By default it stays idle;
         give an archetype (and usd_per_hour) to make it generate traffic."""
@@ -308,6 +322,8 @@ class SimulatedRelay:
             limits=limits,
             ip_whitelist=ip_whitelist,
         )
+        tok.unlimited_quota = unlimited_quota
+        tok.quota_usd = quota_usd
         tok.next_k = math.floor(now / self.step) + 1
         tok.day_key, tok.month_key, _ = self.local.info(now)
         self._add(tok)
@@ -333,6 +349,21 @@ class SimulatedRelay:
             tok.touch()
         return tok
 
+    def disable_token(self, ref: str) -> SimToken:
+        """Disabled (one-api status 2): listed, its key refused, and it can be enabled again."""
+        tok = self.token(ref)
+        if tok.disabled_at is None:
+            tok.disabled_at = self.now()
+            tok.touch()
+        return tok
+
+    def enable_token(self, ref: str) -> SimToken:
+        tok = self.token(ref)
+        if tok.disabled_at is not None:
+            tok.disabled_at = None  # catch-up skipped its traffic while it was off
+            tok.touch()
+        return tok
+
     def delete_token(self, ref: str) -> None:
         """Gone: no longer listed, its key unknown. `total_spend` still answers for it."""
         tok = self.token(ref)
@@ -342,8 +373,10 @@ class SimulatedRelay:
         if self._by_name.get(tok.name) is tok:
             del self._by_name[tok.name]
         tok.touch()
+        self.roster_version += 1
 
     def _add(self, tok: SimToken) -> None:
+        self.roster_version += 1
         self._all[tok.id] = tok
         self._by_key[tok.key] = tok
         self._by_name[tok.name] = tok

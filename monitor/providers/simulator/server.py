@@ -12,6 +12,9 @@ from aiohttp import web
 from .control import add_control_routes
 from .laozhang import LaozhangOptions, add_laozhang_routes
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, make_relay
+from .newapi import NewAPIOptions, add_newapi_routes
+from .oneapi import OneAPIOptions, add_oneapi_routes
+from .openai import OpenAIOptions, add_openai_routes
 from .wire import OPTIONS, RELAY, fault_middleware
 
 __all__ = ["FLAVORS", "SimServer", "build_app", "parse_listen", "run_simulator", "serve"]
@@ -23,15 +26,36 @@ def _laozhang(app: web.Application, relay: SimulatedRelay, options: dict[str, An
     return opts
 
 
+def _oneapi(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    opts = OneAPIOptions(**options)
+    add_oneapi_routes(app, relay, opts)
+    return opts
+
+
+def _newapi(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    opts = NewAPIOptions(**options)
+    add_newapi_routes(app, relay, opts)
+    return opts
+
+
+def _openai(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    opts = OpenAIOptions(**options)
+    add_openai_routes(app, relay, opts)
+    return opts
+
+
 # flavour -> installs its routes and returns its options object (settable via /_sim/options)
 FLAVORS: dict[str, Callable[[web.Application, SimulatedRelay, dict[str, Any]], object]] = {
-    "laozhang": _laozhang
+    "laozhang": _laozhang,
+    "oneapi": _oneapi,
+    "newapi": _newapi,
+    "openai": _openai,
 }
 
 
 def build_app(relay: SimulatedRelay, *, flavor: str = "laozhang", **options: Any) -> web.Application:
-    """The flavour's API plus the /_sim/ control API. `options` go to the flavour (laozhang:
-    `usage_in_list: bool = True`)."""
+    """The flavour's API plus the /_sim/ control API. `options` go to the flavour's options
+    dataclass (LaozhangOptions, OneAPIOptions, NewAPIOptions, OpenAIOptions)."""
     install = FLAVORS.get(flavor)
     if install is None:
         raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")

@@ -10,7 +10,7 @@ from .profiles import Archetype
 
 __all__ = ["Leak", "Limits", "SimStatus", "SimToken"]
 
-SimStatus = Literal["active", "unused", "revoked", "expired"]
+SimStatus = Literal["active", "unused", "revoked", "expired", "disabled"]
 
 
 @dataclass(slots=True)
@@ -72,10 +72,16 @@ class SimToken:
     hour_factor: float = 1.0
     leak: Leak | None = None
     version: int = 0  # bumped on every metadata change, so wire views may cache the static part
+    # one-api family: a disable is reversible (a revoke is not); quota is a lifetime grant
+    disabled_at: float | None = None
+    unlimited_quota: bool | None = None  # None: unlimited when the token has no USD limits
+    quota_usd: float | None = None  # the grant behind remain_quota; None: derived from the limits
 
     def status(self, now: float) -> SimStatus:
         if self.revoked_at is not None:
             return "revoked"
+        if self.disabled_at is not None:
+            return "disabled"
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         if self.last_used_at is None:

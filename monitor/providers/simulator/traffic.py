@@ -58,7 +58,8 @@ def catch_up(tok: SimToken, now: float, *, step: float, ledger: Ledger, enforce_
     k0 = tok.next_k
     if k0 <= end_k:
         tok.next_k = end_k + 1
-        if tok.revoked_at is None and not tok.deleted and (tok.req_per_bucket > 0.0 or tok.leak is not None):
+        serving = tok.revoked_at is None and tok.disabled_at is None and not tok.deleted
+        if serving and (tok.req_per_bucket > 0.0 or tok.leak is not None):
             _generate(tok, k0, end_k, step, ledger, enforce_limits)
     ledger.roll_to(tok, now)
 

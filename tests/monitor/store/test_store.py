@@ -18,6 +18,7 @@ from monitor.ingest import ingest
 from monitor.providers.base import Observation, PollResult
 from monitor.settings import Retention
 from monitor.store import PollRun, UsageReader, UsageWriter, open_engine, prune
+from monitor.store.db import MIGRATIONS
 
 UTC = ZoneInfo("UTC")
 T0 = 1_794_300_000.0  # 2026-11-10 (mid-month, so no rollover in these tests)
@@ -83,7 +84,8 @@ def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
     open_engine(url).dispose()
     open_engine(url).dispose()
     with sqlite3.connect(tmp_path / "kw.db") as conn:
-        assert conn.execute("SELECT name FROM schema_migrations").fetchall() == [("0001_initial",)]
+        names = [name for (name,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+        assert names == [name for name, _ in MIGRATIONS]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 

@@ -1,0 +1,236 @@
+"""The `oneapi` relay: one-api and consoles built on it (providers.md §2).
+
+A poll lists every token (`GET /api/token/?p=N`, 10 a page from p=0 until a short page), then
+reads the request log for a closed window (`GET /api/log/self?type=2`, see `logwindow`). Spend
+is `used_quota` (a lifetime counter) — except for unlimited tokens, which one-api never charges
+to `used_quota`: their spend is the sum of their new log rows (`spend_from_logs`).
+
+Quarantine disables (`PUT /api/token/?status_only=true {id, status: 2}`; `delete` deletes) and
+is verified by calling the relay with the token's key (`GET /v1/models`) until it is refused:
+one-api may serve a disabled key from its token cache for up to 600 s, so `verify_refused`
+answers False until then and the responder keeps asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from monitor.providers.base import (
+    Observation,
+    PollResult,
+    ProviderError,
+    RequestRecord,
+    RevokeOutcome,
+    Skip,
+)
+from monitor.providers.console_api import ConsoleAPI, ConsoleRejected
+from monitor.providers.console_keys import ConsoleKeys
+from monitor.providers.console_logs import parse_log_row, with_row_ids
+from monitor.providers.console_paging import Walk, walk_pages
+from monitor.providers.console_tokens import Dialect, parse_console_token
+from monitor.providers.http import RelayHTTP, RelayResponse
+from monitor.providers.logwindow import LogWindow
+from monitor.providers.parse import Malformed
+from monitor.providers.relaytime import relay_now
+from monitor.secret import Secret
+from monitor.settings import ProviderSettings
+
+__all__ = ["LOG_SKIP", "OneAPIProvider"]
+
+log = logging.getLogger("keywatch.providers.oneapi")
+
+LOG_SKIP = "(request log)"  # the Skip.token of a log window that could not be read this cycle
+_PAGE_CONCURRENCY = 8
+
+
+class OneAPIProvider:
+    kind = "oneapi"
+    dialect: ClassVar[Dialect] = "oneapi"
+    page_size: ClassVar[int | None] = 10  # fixed by one-api (ItemsPerPage), no total in the answer
+    list_params: ClassVar[dict[str, Any]] = {}
+    probe_path: ClassVar[str] = "/v1/models"  # a relay call with the key: 401 once refused
+    # Log windows: end LOG_LAG s in the relay's past, re-read LOG_OVERLAP s before the last end.
+    log_lag: ClassVar[float] = 5.0
+    log_overlap: ClassVar[float] = 60.0
+    log_max_span: ClassVar[float] = 3600.0
+    log_initial_lookback: ClassVar[float] = 3600.0
+
+    def __init__(
+        self,
+        settings: ProviderSettings,
+        http: RelayHTTP,
+        *,
+        log_cursor: float | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = settings.name
+        self._settings = settings
+        self._api = ConsoleAPI(http, settings.admin_token, user_id=self._user_id(settings))
+        self._quota_per_unit = settings.quota_per_unit
+        self._keys = ConsoleKeys(
+            self._api,
+            reveal=settings.reveal_keys,
+            batch=self.dialect == "newapi",
+            concurrency=settings.concurrency,
+        )
+        self._window = LogWindow(
+            lag=self.log_lag,
+            overlap=self.log_overlap,
+            max_span=self.log_max_span,
+            initial_lookback=self.log_initial_lookback,
+            cursor=log_cursor,
+        )
+        self._now = now
+        self._ids_by_name: dict[str, str] = {}  # current and earlier names: logs name tokens by name
+        self._previous: set[str] = set()  # token ids of the last complete list
+
+    def _user_id(self, settings: ProviderSettings) -> int | None:
+        return None
+
+    # --- poll ----------------------------------------------------------------------------------
+    async def poll(self) -> PollResult:
+        await self._prepare()
+        walk = await walk_pages(
+            self._token_page, page_size=self.page_size, concurrency=_PAGE_CONCURRENCY, what="token list"
+        )
+        observations, skipped = await self._parse_tokens(walk.items)
+        ids = {o.token_id for o in observations}
+        complete = not skipped and walk.consistent and await self._vanished_really(ids)
+        if complete:
+            self._previous = ids
+        records, log_skips = await self._poll_logs(relay_now(walk.first, self._now()))
+        return PollResult(observations, [*skipped, *log_skips], complete, requests=records)
+
+    async def _prepare(self) -> None:
+        """Per-cycle set-up a dialect needs before listing (new-api: its quota_per_unit)."""
+
+    async def _token_page(self, p: int) -> tuple[Any, RelayResponse]:
+        return await self._api.call("GET", "/api/token/", params={"p": p, **self.list_params})
+
+    async def _parse_tokens(self, entries: list[Any]) -> tuple[list[Observation], list[Skip]]:
+        unique: dict[str, Any] = {}
+        for entry in entries:  # a page that shifted while paging repeats an entry: keep one
+            key = str(entry.get("id")) if isinstance(entry, dict) else None
+            unique.setdefault(key or f"?{len(unique)}", entry)
+        keys = [(tid, e.get("key")) for tid, e in unique.items() if isinstance(e, dict)]
+        revealed = await self._keys.reveal(self._keys.wanted(keys)) if self._settings.reveal_keys else {}
+        observations: list[Observation] = []
+        skipped: list[Skip] = []
+        for token_id, entry in unique.items():
+            listed_key = entry.get("key") if isinstance(entry, dict) else None
+            digest = revealed.get(token_id) or self._keys.hash_for(token_id, listed_key)
+            try:
+                obs = parse_console_token(
+                    entry, dialect=self.dialect, quota_per_unit=self._quota_per_unit, key_sha256=digest
+                )
+            except Malformed as exc:
+                label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
+                skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
+                continue
+            observations.append(obs)
+            self._ids_by_name[obs.name] = obs.token_id
+        return observations, skipped
+
+    async def _vanished_really(self, ids: set[str]) -> bool:
+        """A token deleted while paging shifts the pages after it, hiding another token: before
+        the list is called complete, each token that disappeared is looked up by id."""
+        gone = self._previous - ids
+        if not gone:
+            return True
+
+        async def exists(token_id: str) -> bool:
+            try:
+                await self._api.call("GET", f"/api/token/{token_id}")
+            except ConsoleRejected:
+                return False  # "record not found"
+            return True
+
+        found = await asyncio.gather(*(exists(t) for t in gone))
+        if any(found):
+            log.info(
+                "%s: the token list shifted while paging; not treating missing tokens as deleted", self.name
+            )
+            return False
+        return True
+
+    # --- request log ---------------------------------------------------------------------------
+    async def _poll_logs(self, now: float) -> tuple[list[RequestRecord], list[Skip]]:
+        window = self._window.next(now)
+        if window is None:
+            return [], []
+        start, end = window
+        params = {"type": 2, "start_timestamp": start, "end_timestamp": end, **self.list_params}
+
+        async def page(p: int) -> tuple[Any, RelayResponse]:
+            return await self._api.call("GET", "/api/log/self", params={"p": p, **params})
+
+        try:
+            walk: Walk = await walk_pages(
+                page, page_size=self.page_size, concurrency=_PAGE_CONCURRENCY, what="request log"
+            )
+        except ProviderError as exc:
+            return [], [Skip(LOG_SKIP, exc.reason, str(exc))]  # the window is read again next cycle
+        parsed = []
+        bad = 0
+        for row in walk.items:
+            try:
+                record, request_id = parse_log_row(
+                    row,
+                    dialect=self.dialect,
+                    quota_per_unit=self._quota_per_unit,
+                    ids_by_name=self._ids_by_name,
+                )
+            except Malformed:
+                bad += 1
+                continue
+            parsed.append((record, request_id, row))
+        self._window.advance(end)
+        skips = [Skip(LOG_SKIP, "malformed", f"{bad} log rows without the documented fields")] if bad else []
+        return with_row_ids(parsed), skips
+
+    # --- quarantine ----------------------------------------------------------------------------
+    async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
+        if not token_id.isdigit():
+            return RevokeOutcome(False, False, f"not a {self.kind} token id: {token_id[:20]!r}")
+        await self._keys.for_verification(token_id)  # before the key becomes unrevealable
+        try:
+            if delete:
+                await self._api.call("DELETE", f"/api/token/{token_id}")
+            else:
+                await self._api.call(
+                    "PUT",
+                    "/api/token/",
+                    params={"status_only": "true"},
+                    json={"id": int(token_id), "status": 2},
+                )
+        except ConsoleRejected as exc:
+            return RevokeOutcome(False, False, str(exc))
+        done = "deleted" if delete else "disabled"
+        verified = await self.verify_refused(token_id)
+        if verified:
+            return RevokeOutcome(True, True, f"{done}; the relay refuses the key")
+        if verified is None:
+            return RevokeOutcome(True, False, f"{done}; not verified: no key to try (set reveal_keys: true)")
+        return RevokeOutcome(True, False, f"{done}; pending verification: {self._stale_note()}")
+
+    def _stale_note(self) -> str:
+        return "one-api may serve the key from its token cache for up to 600 s"
+
+    async def verify_refused(self, token_id: str) -> bool | None:
+        key = self._keys.held(token_id) or await self._keys.for_verification(token_id)
+        if key is None:
+            return None
+        refused = await self._refused(key)
+        if refused:
+            self._keys.refused(token_id)
+        return refused
+
+    async def _refused(self, key: Secret) -> bool:
+        return await self._api.probe(self.probe_path, key) in (401, 403)
+
+    async def aclose(self) -> None:
+        return None
