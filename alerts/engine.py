@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -17,6 +17,8 @@ from sqlalchemy import Engine
 from alerts.model import Finding
 from alerts.notify import Notifier
 from alerts.pipeline import NotificationPipeline
+from alerts.playbook import auto_revoke_paused_finding, leak_playbook
+from alerts.response import Responder
 from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
 from alerts.state import AlertTracker, no_data_for_providers
 from alerts.store import AlertStore
@@ -24,6 +26,7 @@ from monitor.clock import Clock
 from monitor.metrics import Family
 from monitor.policy import PolicyBook
 from monitor.poller import CycleReport
+from monitor.providers.base import Provider
 from monitor.settings import Settings
 from monitor.tokens import TokenState
 
@@ -40,13 +43,20 @@ RULES = (
     "token_unused",
     "rotation_due",
     "provider_down",
+    "auto_revoke_paused",
 )
 SEVERITIES = ("info", "warning", "critical", "security")
 
 
 class AlertEngine:
     def __init__(
-        self, settings: Settings, engine: Engine, *, clock: Clock, notifier: Notifier | None = None
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        providers: Callable[[str], Provider | None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -57,8 +67,14 @@ class AlertEngine:
         self.pipeline = NotificationPipeline(self.store, self.notifier, settings, clock=clock)
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}
-        # keywatch_revocations_total, by (provider, mode, outcome); the responder counts into it.
-        self.revocations: dict[tuple[str, str, str], int] = {}
+        self.responder = Responder(
+            engine,
+            settings.response,
+            clock=clock,
+            policies=self.policies,
+            providers=providers or (lambda _name: None),
+            provider_action=self._provider_action,
+        )
         self._stop = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
@@ -78,6 +94,10 @@ class AlertEngine:
         self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}
         self.notifier = Notifier(settings.notify)
         self.pipeline.reconfigure(settings, self.notifier)
+        self.responder.reconfigure(settings.response, self.policies)
+
+    def _provider_action(self, name: str) -> str | None:
+        return next((p.action for p in self.settings.providers if p.name == name), None)
 
     # --- the per-cycle evaluation -------------------------------------------------------
     async def on_cycle(self, report: CycleReport) -> None:
@@ -91,9 +111,14 @@ class AlertEngine:
             findings = [down] if down else []
             # No data is not "all fine": the provider's token alerts neither fire nor resolve.
             unknown = no_data_for_providers({provider})
+        if self.responder.settings.auto_revoke and self.responder.paused():
+            findings.append(auto_revoke_paused_finding(provider, self.responder.settings.max_per_hour))
         transitions = self.tracker.evaluate(
             findings, now=now, evaluated_subjects=[{"provider": provider}], unknown=unknown
         )
+        await self.responder.resume()
+        if report.ok:
+            await self._respond(provider, report, now)
         for t in transitions:
             a = t.alert
             log.info(
@@ -105,6 +130,31 @@ class AlertEngine:
                 extra={"rule": a.rule, "provider": a.labels.get("provider"), "token": a.labels.get("token")},
             )
         self.pipeline.process(transitions, self.tracker.alerts(), now=now)
+
+    async def _respond(self, provider: str, report: CycleReport, now: float) -> None:
+        """Hand every firing leak alert of this provider to the responder (it acts once per
+        episode), and write what it did onto the alert for the notification."""
+        ids = {s.name: s.token_id for s in report.states.values()}
+        for alert in self.tracker.alerts(["firing"]):
+            if alert.rule != "leak_suspected" or alert.labels.get("provider") != provider:
+                continue
+            token = alert.labels.get("token", "")
+            token_id = ids.get(token)
+            if token_id is None:
+                continue
+            decision = await self.responder.on_leak(
+                provider=provider,
+                token_id=token_id,
+                token=token,
+                episode=f"{alert.fingerprint}@{alert.active_since:.0f}",
+                reason=alert.summary,
+                complete_poll=report.complete,
+            )
+            notes = {"response": decision.response, "next_steps": leak_playbook(token, decision)}
+            if decision.quarantined:
+                notes["quarantined"] = "true"
+            if any(alert.annotations.get(k) != v for k, v in notes.items()):
+                self.tracker.annotate(alert.fingerprint, notes)
 
     def token_findings(self, provider: str, states: Iterable[TokenState], *, now: float) -> Iterable[Finding]:
         tz = self._tz.get(provider, ZoneInfo("UTC"))
@@ -129,10 +179,13 @@ class AlertEngine:
         counts = self.pipeline.counts()
         notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in ("sent", "failed", "suppressed")]
         revocations = []
-        for provider in sorted({p.name for p in self.settings.providers} | {k[0] for k in self.revocations}):
+        done = self.responder.counts()
+        paused = self.responder.settings.auto_revoke and self.responder.paused()
+        providers = sorted({p.name for p in self.settings.providers} | {k[0] for k in done})
+        for provider in providers:
             for mode in ("auto", "manual", "report"):
                 for outcome in ("done", "dry_run", "failed", "blocked"):
-                    n = self.revocations.get((provider, mode, outcome), 0)
+                    n = done.get((provider, mode, outcome), 0)
                     revocations.append(({"provider": provider, "mode": mode, "outcome": outcome}, float(n)))
         return [
             Family(
@@ -140,6 +193,12 @@ class AlertEngine:
                 "counter",
                 "Quarantine attempts by provider, mode (auto, manual, report) and outcome.",
                 revocations,
+            ),
+            Family(
+                "keywatch_auto_revoke_paused",
+                "gauge",
+                "1 while automatic quarantine is paused by response.max_per_hour.",
+                [({"provider": p}, float(paused)) for p in providers],
             ),
             Family("keywatch_alerts_firing", "gauge", "Alerts firing now, by rule and severity.", firing),
             Family(

@@ -21,7 +21,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
-from monitor.providers import build_provider, make_client
+from monitor.providers import Provider, build_provider, make_client
 from monitor.server import EmbeddedServer, build_app, make_server
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, UsageWriter, open_engine, prune
@@ -43,7 +43,7 @@ class Daemon:
         self.writer = UsageWriter(self.engine)
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self.exposition = Exposition(self.policies)
-        self.alerts = AlertEngine(settings, self.engine, clock=self.clock)
+        self.alerts = AlertEngine(settings, self.engine, clock=self.clock, providers=self._provider)
         self.exposition.add_source(self.alerts.families)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -180,6 +180,10 @@ class Daemon:
         client = self._clients.pop(name, None)
         if client is not None:
             await client.aclose()
+
+    def _provider(self, name: str) -> Provider | None:
+        poller = self.pollers.get(name)
+        return poller.provider if poller else None
 
     # --- reload -------------------------------------------------------------------------
     def _request_reload(self) -> None:

@@ -41,7 +41,6 @@ class ProviderHealth:
     buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
     duration_sum: float = 0.0
     duration_count: int = 0
-    auto_revoke_paused: bool = False
 
     def observe_duration(self, seconds: float) -> None:
         for i, bound in enumerate(DURATION_BUCKETS):
@@ -223,21 +222,6 @@ class Exposition:
                 out.append(
                     sample("keywatch_poll_retries_total", labels({"provider": n, "reason": reason}), count)
                 )
-        out.append(
-            header(
-                "keywatch_auto_revoke_paused",
-                "gauge",
-                "1 while automatic quarantine is paused by its hourly cap.",
-            )
-        )
-        for n in names:
-            out.append(
-                sample(
-                    "keywatch_auto_revoke_paused",
-                    labels({"provider": n}),
-                    int(self._health[n].auto_revoke_paused),
-                )
-            )
         out.append(header("keywatch_poll_duration_seconds", "histogram", "How long one poll cycle took."))
         for n in names:
             h = self._health[n]

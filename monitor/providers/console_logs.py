@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from monitor.providers.base import RequestRecord
@@ -34,8 +35,8 @@ def _num(row: Mapping[str, Any], key: str, default: int | None = 0) -> int:
 
 def parse_log_row(
     row: Any, *, dialect: Dialect, quota_per_unit: float, ids_by_name: Mapping[str, str]
-) -> tuple[RequestRecord, str | None]:
-    """(record, its request id or None when the row has none: see `with_row_ids`)."""
+) -> RequestRecord:
+    """The row as a record; `request_id` is "" when the row has none (see `with_row_ids`)."""
     if not isinstance(row, dict):
         raise Malformed("log row is not an object")
     name = row.get("token_name")
@@ -55,7 +56,7 @@ def parse_log_row(
         elapsed = _num(row, "elapsed_time") if "elapsed_time" in row else None
     request_id = row.get("request_id")
     ip = row.get("ip")
-    record = RequestRecord(
+    return RequestRecord(
         token_id=token_id,
         token_name=name,
         ts=float(created),
@@ -65,39 +66,21 @@ def parse_log_row(
         completion_tokens=_num(row, "completion_tokens"),
         cost_usd=_num(row, "quota") / quota_per_unit,
         elapsed_ms=elapsed,
-        request_id="",
+        request_id=request_id if isinstance(request_id, str) else "",
     )
-    return record, request_id if isinstance(request_id, str) and request_id else None
 
 
-def with_row_ids(
-    parsed: Sequence[tuple[RequestRecord, str | None, Mapping[str, Any]]],
-) -> list[RequestRecord]:
-    """Records with their identity: the relay's request id, or `h:<hash>:<n>` for the n-th of
-    identical rows without one."""
+def with_row_ids(parsed: Sequence[tuple[RequestRecord, Mapping[str, Any]]]) -> list[RequestRecord]:
+    """The records, those without a request id given `h:<hash>:<n>` for the n-th of identical
+    rows in the window (a row repeated by a page shift then counts twice: a relay that logs
+    request ids does not have that problem)."""
     seen: Counter[str] = Counter()
     out = []
-    for record, request_id, row in parsed:
-        if request_id is None:
+    for record, row in parsed:
+        if not record.request_id:
             material = "\x1f".join(str(row.get(k)) for k in _HASHED)
             digest = hashlib.sha256(material.encode()).hexdigest()[:32]
-            request_id = f"h:{digest}:{seen[digest]}"
+            record = replace(record, request_id=f"h:{digest}:{seen[digest]}")
             seen[digest] += 1
-        out.append(_with_id(record, request_id))
+        out.append(record)
     return out
-
-
-def _with_id(record: RequestRecord, request_id: str) -> RequestRecord:
-    return RequestRecord(
-        record.token_id,
-        record.token_name,
-        record.ts,
-        record.model,
-        record.ip,
-        record.prompt_tokens,
-        record.completion_tokens,
-        record.cost_usd,
-        record.elapsed_ms,
-        request_id,
-        record.requests,
-    )

@@ -176,18 +176,14 @@ class OneAPIProvider:
             return [], [Skip(LOG_SKIP, exc.reason, str(exc))]  # the window is read again next cycle
         parsed = []
         bad = 0
+        qpu, names = self._quota_per_unit, self._ids_by_name
         for row in walk.items:
             try:
-                record, request_id = parse_log_row(
-                    row,
-                    dialect=self.dialect,
-                    quota_per_unit=self._quota_per_unit,
-                    ids_by_name=self._ids_by_name,
+                parsed.append(
+                    (parse_log_row(row, dialect=self.dialect, quota_per_unit=qpu, ids_by_name=names), row)
                 )
             except Malformed:
                 bad += 1
-                continue
-            parsed.append((record, request_id, row))
         self._window.advance(end)
         skips = [Skip(LOG_SKIP, "malformed", f"{bad} log rows without the documented fields")] if bad else []
         return with_row_ids(parsed), skips

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .console import ENABLED, EXHAUSTED, EXPIRED, NumericIds, status_code
+from .console import ENABLED, NumericIds, status_code
 from .consolelogs import LogRows
 from .eventindex import EventIndex
 from .model import SimulatedRelay
@@ -156,12 +156,11 @@ class ConsoleCore:
     def set_status(self, tok: SimToken, status: int) -> str | None:
         now = self.relay.now()
         if status == ENABLED:
-            code = status_code(tok, now)
             if tok.revoked_at is not None:
                 return "令牌已被撤销，无法启用"
-            if code == EXPIRED or tok.status(now) == "expired":
+            if tok.expires_at is not None and now >= tok.expires_at:
                 return "令牌已过期，无法启用，请先修改令牌过期时间"
-            if code == EXHAUSTED:
+            if not is_unlimited(tok) and remain_usd(tok) <= 0:
                 return "令牌可用次数已用尽，无法启用，请先修改令牌剩余次数，或者设置为无限次数"
             self.relay.enable_token(tok.id)
         elif status in (2, 3, 4):

@@ -1,0 +1,357 @@
+"""Quarantine: the guarded kill switch, and its audit trail.
+
+Nothing is quarantined automatically unless every guard agrees: the leak alert is firing (the
+rule is sure), `response.auto_revoke` is on, the token is not protected, the data came from a
+complete poll, and the hourly cap (`response.max_per_hour`) has room. Every decision, including
+the refusals, is a row in `quarantine_actions`: the attempt is recorded before the relay is
+called and the outcome after, so a crash in between is finished on the next start (revoking is
+idempotent at the relay). A token is never quarantined twice. After the relay accepts, keywatch
+checks that the relay now refuses the key; until it does, the action is `pending_verification`
+and is checked again every cycle (one-api may honour a disabled key for minutes from its cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from monitor.clock import Clock
+from monitor.policy import PolicyBook
+from monitor.providers.base import Provider, ProviderError
+from monitor.settings import Response
+
+__all__ = ["ACTIONS", "Decision", "Responder", "quarantine_actions"]
+
+log = logging.getLogger("keywatch.response")
+
+Mode = Literal["auto", "manual", "report"]
+# What a row can say. Final: done, dry_run, failed, blocked. Open: in_progress, retry, pending_verification.
+ActionState = Literal["in_progress", "retry", "pending_verification", "done", "dry_run", "failed", "blocked"]
+OPEN_STATES = ("in_progress", "retry", "pending_verification")
+OUTCOME_OF: dict[str, str] = {
+    "done": "done",
+    "pending_verification": "done",
+    "dry_run": "dry_run",
+    "failed": "failed",
+    "blocked": "blocked",
+}
+MAX_ATTEMPTS = 4
+HOUR = 3600.0
+
+METADATA = sa.MetaData()
+quarantine_actions = sa.Table(
+    "quarantine_actions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String, nullable=False),
+    sa.Column("token_id", sa.String, nullable=False),
+    sa.Column("token", sa.String, nullable=False),
+    sa.Column("mode", sa.String, nullable=False),  # auto | manual | report
+    sa.Column("action", sa.String, nullable=False),  # disable | delete
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("episode", sa.String),  # alert fingerprint @ episode start, for auto actions
+    sa.Column("state", sa.String, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("verified", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_quarantine_token", "provider", "token_id"),
+    sa.Index("ix_quarantine_episode", "episode"),
+)
+ACTIONS = quarantine_actions
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the responder did about one token, in words for the notification and the API."""
+
+    state: ActionState | Literal["none"]
+    response: str  # "quarantined", "dry run — would quarantine", "protected: not quarantined", ...
+    quarantined: bool = False
+
+
+class Responder:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Response,
+        *,
+        clock: Clock,
+        policies: PolicyBook,
+        providers: Callable[[str], Provider | None],
+        provider_action: Callable[[str], str | None] = lambda _name: None,
+    ) -> None:
+        self._engine = engine
+        self.settings = settings
+        self._clock = clock
+        self.policies = policies
+        self._providers = providers
+        self._provider_action = provider_action  # per-provider override of response.action
+        METADATA.create_all(engine, checkfirst=True)
+
+    def reconfigure(self, settings: Response, policies: PolicyBook) -> None:
+        self.settings, self.policies = settings, policies
+
+    # --- the automatic path ----------------------------------------------------------------
+    async def on_leak(
+        self, *, provider: str, token_id: str, token: str, episode: str, reason: str, complete_poll: bool
+    ) -> Decision:
+        """Called every cycle for every firing leak alert; acts at most once per episode."""
+        existing = self._row_for_episode(episode)
+        if existing is not None:
+            return await self._continue(existing)
+        if self._already_quarantined(provider, token_id):
+            return Decision("done", "already quarantined", quarantined=True)
+        if not self.settings.auto_revoke:
+            return Decision("none", "alert only (response.auto_revoke is off)")
+        if self.policies.protected(token):
+            self._insert(provider, token_id, token, "auto", reason, episode, "blocked", "protected token")
+            return Decision("blocked", "protected: not quarantined")
+        if not complete_poll:
+            # Not recorded: the next complete poll decides. Partial data never pulls the switch.
+            return Decision("none", "waiting for a complete poll before acting")
+        if self.paused():
+            self._insert(provider, token_id, token, "auto", reason, episode, "blocked", "hourly cap reached")
+            return Decision(
+                "blocked",
+                f"not quarantined: automatic quarantine paused ({self.settings.max_per_hour}/hour cap reached)",
+            )
+        if self.settings.dry_run:
+            self._insert(provider, token_id, token, "auto", reason, episode, "dry_run", "dry run")
+            return Decision("dry_run", "dry run — would quarantine")
+        row_id = self._insert(provider, token_id, token, "auto", reason, episode, "in_progress", "")
+        return await self._execute(row_id)
+
+    def paused(self) -> bool:
+        """True once `max_per_hour` automatic quarantines happened in the last hour."""
+        since = self._clock.now() - HOUR
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(quarantine_actions)
+                .where(
+                    c.mode == "auto",
+                    c.requested_at >= since,
+                    c.state.in_(("in_progress", "retry", "pending_verification", "done", "failed")),
+                )
+            ).scalar_one()
+        return int(n) >= self.settings.max_per_hour
+
+    # --- the manual and external paths -------------------------------------------------------
+    async def manual(
+        self,
+        *,
+        provider: str,
+        token_id: str,
+        token: str,
+        reason: str,
+        mode: Mode = "manual",
+        dry_run: bool = False,
+    ) -> Decision:
+        """`keywatch revoke` and external leak reports: no auto_revoke switch, no hourly cap, but a
+        protected token is still only alerted on, and an already quarantined token is left alone."""
+        if self._already_quarantined(provider, token_id):
+            return Decision("done", "already quarantined", quarantined=True)
+        if mode == "report" and self.policies.protected(token):
+            self._insert(provider, token_id, token, mode, reason, None, "blocked", "protected token")
+            return Decision("blocked", "protected: not quarantined")
+        if dry_run or self.settings.dry_run:
+            self._insert(provider, token_id, token, mode, reason, None, "dry_run", "dry run")
+            return Decision("dry_run", "dry run — would quarantine")
+        row_id = self._insert(provider, token_id, token, mode, reason, None, "in_progress", "")
+        return await self._execute(row_id)
+
+    # --- open actions ------------------------------------------------------------------------
+    async def resume(self) -> list[Decision]:
+        """On start and every cycle: finish what a crash interrupted, retry transient failures,
+        and re-check revokes not yet verified."""
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            ids = list(conn.execute(sa.select(c.id).where(c.state.in_(OPEN_STATES))).scalars())
+        return [await self._execute(row_id) for row_id in ids]
+
+    async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:
+        state = str(row.state)
+        if state in OPEN_STATES:
+            return await self._execute(int(row.id))
+        return _decision(state, str(row.detail))
+
+    async def _execute(self, row_id: int) -> Decision:
+        row = self._get(row_id)
+        provider = self._providers(str(row.provider))
+        if provider is None:
+            self._update(row_id, "failed", f"provider {row.provider} is no longer configured")
+            return _decision("failed", "provider no longer configured")
+        if row.state == "pending_verification":
+            return await self._verify(row_id, provider, str(row.token_id))
+        action = self._provider_action(str(row.provider)) or self.settings.action
+        attempts = int(row.attempts) + 1
+        self._update(row_id, "in_progress", "calling the relay", attempts=attempts)  # recorded before acting
+        try:
+            outcome = await provider.revoke(str(row.token_id), delete=action == "delete")
+        except ProviderError as exc:
+            state: ActionState = "retry" if attempts < MAX_ATTEMPTS else "failed"
+            self._update(row_id, state, f"{exc.reason}: {exc}")
+            log.error("quarantine of %s/%s failed (attempt %d): %s", row.provider, row.token, attempts, exc)
+            return _decision(state, str(exc))
+        if not outcome.done:
+            if "no such token" in outcome.detail:  # gone already, e.g. a retry after a crash
+                self._update(row_id, "done", outcome.detail)
+                return _decision("done", outcome.detail)
+            self._update(row_id, "failed", outcome.detail)
+            log.error("quarantine of %s/%s refused: %s", row.provider, row.token, outcome.detail)
+            return _decision("failed", outcome.detail)
+        log.warning("quarantined %s/%s (%s): %s", row.provider, row.token, row.mode, row.reason)
+        if outcome.verified:
+            self._update(row_id, "done", "quarantined and verified: the relay refuses the key", verified=True)
+            return _decision("done", "verified")
+        return await self._verify(row_id, provider, str(row.token_id))
+
+    async def _verify(self, row_id: int, provider: Provider, token_id: str) -> Decision:
+        try:
+            refused = await provider.verify_refused(token_id)
+        except ProviderError as exc:
+            refused = False
+            log.warning("verifying the quarantine of %s failed: %s", token_id, exc)
+        if refused is None:
+            self._update(row_id, "done", "quarantined; not verified (keywatch has no key for this token)")
+            return _decision("done", "not verified")
+        if refused:
+            self._update(row_id, "done", "quarantined and verified: the relay refuses the key", verified=True)
+            return _decision("done", "verified")
+        self._update(row_id, "pending_verification", "quarantined; the relay still accepts the key (cache?)")
+        return _decision("pending_verification", "pending verification")
+
+    # --- reads -------------------------------------------------------------------------------
+    def counts(self) -> dict[tuple[str, str, str], int]:
+        """keywatch_revocations_total: (provider, mode, outcome) -> n, derived from the table."""
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.provider, c.mode, c.state, sa.func.count()).group_by(c.provider, c.mode, c.state)
+            ).all()
+        out: dict[tuple[str, str, str], int] = {}
+        for provider, mode, state, n in rows:
+            outcome = OUTCOME_OF.get(str(state))
+            if outcome is not None:
+                key = (str(provider), str(mode), outcome)
+                out[key] = out.get(key, 0) + int(n)
+        return out
+
+    def history(self, limit: int = 100) -> list[dict[str, object]]:
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            rows = (
+                conn.execute(sa.select(quarantine_actions).order_by(c.id.desc()).limit(limit))
+                .mappings()
+                .all()
+            )
+        return [dict(r) for r in rows]
+
+    # --- rows --------------------------------------------------------------------------------
+    def _already_quarantined(self, provider: str, token_id: str) -> bool:
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(quarantine_actions)
+                .where(
+                    c.provider == provider,
+                    c.token_id == token_id,
+                    c.state.in_(("done", "pending_verification", "in_progress", "retry")),
+                )
+            ).scalar_one()
+        return int(n) > 0
+
+    def _row_for_episode(self, episode: str) -> sa.Row[tuple[object, ...]] | None:
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            return conn.execute(
+                sa.select(quarantine_actions).where(c.episode == episode).order_by(c.id.desc())
+            ).first()
+
+    def _get(self, row_id: int) -> sa.Row[tuple[object, ...]]:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(quarantine_actions).where(quarantine_actions.c.id == row_id)).one()
+
+    def _insert(
+        self,
+        provider: str,
+        token_id: str,
+        token: str,
+        mode: str,
+        reason: str,
+        episode: str | None,
+        state: str,
+        detail: str,
+    ) -> int:
+        now = self._clock.now()
+        action = self._provider_action(provider) or self.settings.action
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                quarantine_actions.insert().values(
+                    provider=provider,
+                    token_id=token_id,
+                    token=token,
+                    mode=mode,
+                    action=action,
+                    reason=reason,
+                    episode=episode,
+                    state=state,
+                    attempts=0,
+                    detail=detail,
+                    requested_at=now,
+                    updated_at=now,
+                    verified=False,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def _update(
+        self,
+        row_id: int,
+        state: str,
+        detail: str,
+        *,
+        attempts: int | None = None,
+        verified: bool | None = None,
+    ) -> None:
+        values: dict[str, object] = {"state": state, "detail": detail, "updated_at": self._clock.now()}
+        if attempts is not None:
+            values["attempts"] = attempts
+        if verified is not None:
+            values["verified"] = verified
+        with self._engine.begin() as conn:
+            conn.execute(
+                quarantine_actions.update().where(quarantine_actions.c.id == row_id).values(**values)
+            )
+
+
+def _decision(state: str, detail: str) -> Decision:
+    if state == "done":
+        text = "quarantined" if detail in ("verified", "") else f"quarantined ({detail})"
+        return Decision("done", text, quarantined=True)
+    if state == "pending_verification":
+        return Decision(
+            "pending_verification",
+            "quarantined (pending verification: the relay still accepts the key)",
+            quarantined=True,
+        )
+    if state == "dry_run":
+        return Decision("dry_run", "dry run — would quarantine")
+    if state == "blocked":
+        return Decision(
+            "blocked", "protected: not quarantined" if "protected" in detail else f"not quarantined: {detail}"
+        )
+    if state == "retry":
+        return Decision("retry", f"quarantine failed, retrying: {detail}")
+    return Decision("failed", f"quarantine FAILED: {detail}")
