@@ -16,14 +16,19 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from alerts.audit import audit
 from alerts.matchers import MatcherError
 from alerts.mute import SilenceError, Silences
 from alerts.notify import NoTargetError, notify_test
+from alerts.response import Responder
 from alerts.store import AlertStore
 from alerts.views import silence_row
+from monitor.clock import SystemClock
 from monitor.durations import parse_duration
-from monitor.settings import Settings
-from monitor.store import open_engine
+from monitor.policy import PolicyBook
+from monitor.providers import ProviderError, build_provider, make_client
+from monitor.settings import ProviderSettings, Settings
+from monitor.store import UsageReader, open_engine
 from monitor.table import render_table
 
 __all__ = ["Handler", "register"]
@@ -55,7 +60,13 @@ def register(sub: Any) -> dict[str, Handler]:
         "notify-test", help="send a test notification to every target (or those with --tag)"
     )
     test.add_argument("--tag", default=None)
-    return {"alerts": _alerts, "silence": _silence, "notify-test": _notify_test}
+    return {
+        "alerts": _alerts,
+        "silence": _silence,
+        "notify-test": _notify_test,
+        "revoke": _revoke,
+        "audit": _audit,
+    }
 
 
 def _store(settings: Settings) -> tuple[Engine, AlertStore]:
@@ -151,3 +162,103 @@ def _notify_test(args: argparse.Namespace, settings: Settings) -> int:
     for target, ok in results.items():
         print(f"{'ok    ' if ok else 'FAILED'} {target}")
     return 0 if all(results.values()) else 1
+
+
+def _revoke(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings.database)
+    try:
+        matches = UsageReader(engine).find_tokens(args.token)
+        if not matches:
+            print(
+                f"keywatch revoke: no token named {args.token!r} (has `keywatch run` polled it?)",
+                file=sys.stderr,
+            )
+            return 1
+        if len(matches) > 1:
+            names = ", ".join(f"{m.provider}/{m.name}" for m in matches)
+            print(f"keywatch revoke: {args.token!r} is ambiguous: {names}", file=sys.stderr)
+            return 2
+        token = matches[0]
+        provider_settings = next((p for p in settings.providers if p.name == token.provider), None)
+        if provider_settings is None:
+            print(f"keywatch revoke: provider {token.provider!r} is not in the config", file=sys.stderr)
+            return 2
+        policies = PolicyBook(settings.tokens, settings.response.protect)
+        action = provider_settings.action or settings.response.action
+        what = "would quarantine" if args.dry_run else f"quarantine ({action})"
+        warning = " It is a PROTECTED token." if policies.protected(token.name) else ""
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("keywatch revoke: refusing without --yes when not run interactively", file=sys.stderr)
+                return 2
+            answer = input(f"{what} {token.provider}/{token.name}?{warning} [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing done")
+                return 1
+        return asyncio.run(
+            _revoke_async(settings, engine, provider_settings, token.token_id, token.name, args, policies)
+        )
+    finally:
+        engine.dispose()
+
+
+async def _revoke_async(
+    settings: Settings,
+    engine: Engine,
+    provider_settings: ProviderSettings,
+    token_id: str,
+    name: str,
+    args: argparse.Namespace,
+    policies: PolicyBook,
+) -> int:
+    async with make_client(timeout=provider_settings.timeout) as client:
+        provider = build_provider(provider_settings, client)
+        try:
+            await provider.poll()  # confirms the token is there and lets the adapter verify by key
+        except ProviderError as exc:
+            print(f"keywatch revoke: cannot reach {provider_settings.name}: {exc}", file=sys.stderr)
+            return 1
+        responder = Responder(
+            engine,
+            settings.response,
+            clock=SystemClock(),
+            policies=policies,
+            providers=lambda _name: provider,
+            provider_action=lambda _name: provider_settings.action,
+        )
+        decision = await responder.manual(
+            provider=provider_settings.name,
+            token_id=token_id,
+            token=name,
+            reason=args.reason,
+            dry_run=args.dry_run,
+        )
+    print(f"{provider_settings.name}/{name}: {decision.response}")
+    return 0 if decision.state in ("done", "dry_run", "pending_verification") else 1
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings.database)
+    try:
+        states = [s for by_id in UsageReader(engine).token_states().values() for s in by_id.values()]
+    finally:
+        engine.dispose()
+    findings = audit(
+        states, settings, PolicyBook(settings.tokens, settings.response.protect), now=time.time()
+    )
+    rows = [f.to_json() for f in findings]
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not states:
+        print("no tokens yet: is `keywatch run` polling?")
+    elif not rows:
+        print(f"no findings on {len(states)} tokens")
+    else:
+        print(
+            render_table(
+                rows,
+                [("finding", "FINDING"), ("provider", "PROVIDER"), ("token", "TOKEN"), ("detail", "DETAIL")],
+            )
+        )
+    return 0

@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
+from alerts.audit import DIGEST_TAG, AuditFinding, DigestSchedule, audit, digest_notify_type, render_digest
 from alerts.model import Finding
 from alerts.notify import Notifier
 from alerts.pipeline import NotificationPipeline
 from alerts.playbook import auto_revoke_paused_finding, leak_playbook
+from alerts.records import OutboxItem
 from alerts.response import Responder
 from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
 from alerts.state import AlertTracker, no_data_for_providers
@@ -75,6 +77,7 @@ class AlertEngine:
             providers=providers or (lambda _name: None),
             provider_action=self._provider_action,
         )
+        self._digest = DigestSchedule(engine)
         self._stop = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
@@ -95,6 +98,34 @@ class AlertEngine:
         self.notifier = Notifier(settings.notify)
         self.pipeline.reconfigure(settings, self.notifier)
         self.responder.reconfigure(settings.response, self.policies)
+
+    # --- the weekly hygiene digest ------------------------------------------------------
+    def audit(self, states: Iterable[TokenState]) -> list[AuditFinding]:
+        return audit(states, self.settings, self.policies, now=self.clock.now())
+
+    def send_digest_if_due(self, states: Iterable[TokenState]) -> bool:
+        """Queue the weekly audit digest (tag `audit`) through the durable outbox when it is due."""
+        now = self.clock.now()
+        if not self._digest.due(now):
+            return False
+        findings = self.audit(states)
+        title, body = render_digest(findings, now=now)
+        if not self.notifier.targets([DIGEST_TAG]):
+            log.info("audit digest (no target tagged %r, logged only): %s", DIGEST_TAG, title)
+        else:
+            item = OutboxItem(
+                None,
+                now,
+                "audit-digest",
+                DIGEST_TAG,
+                (DIGEST_TAG,),
+                title,
+                body,
+                digest_notify_type(findings),
+            )
+            self.pipeline.outbox.enqueue(item)
+        self._digest.save(now)
+        return True
 
     def _provider_action(self, name: str) -> str | None:
         return next((p.action for p in self.settings.providers if p.name == name), None)

@@ -16,14 +16,20 @@ from monitor.settings import Rules
 from monitor.tokens import TokenState
 
 __all__ = [
+    "LIVE_STATUSES",
     "budget_findings",
+    "expires_in",
     "forecast_findings",
     "hygiene_findings",
+    "is_live",
     "provider_down_finding",
+    "rotation_limit",
+    "rotation_overdue",
+    "unused_for",
 ]
 
 DAY = 86400.0
-_LIVE = ("active", "unused")  # revoked, expired, disabled or deleted tokens spend nothing more
+LIVE_STATUSES = ("active", "unused")  # revoked, expired, disabled or deleted tokens spend nothing more
 
 
 def _labels(s: TokenState, **extra: str) -> dict[str, str]:
@@ -50,7 +56,7 @@ def budget_findings(
     local = datetime.fromtimestamp(now, tz)
     periods = {"day": local.strftime("%Y-%m-%d"), "month": local.strftime("%Y-%m")}
     for s in states:
-        if s.mark is None or s.status not in _LIVE:
+        if s.mark is None or not is_live(s):
             continue
         budgets = policies.budgets(s)
         for window, spent, limit in (
@@ -95,7 +101,7 @@ def forecast_findings(
     if elapsed < DAY:  # one day of data is too little to project a month from
         return
     for s in states:
-        if s.mark is None or s.mark.month_usd is None or s.status not in _LIVE:
+        if s.mark is None or s.mark.month_usd is None or not is_live(s):
             continue
         limit = policies.budgets(s).month
         spent = s.mark.month_usd
@@ -118,13 +124,50 @@ def forecast_findings(
         )
 
 
+# -- the hygiene predicates: shared by hygiene_findings (alerts) and alerts.audit (the report) -----
+
+
+def is_live(s: TokenState) -> bool:
+    """Active or not yet used: the only tokens the time-based hygiene checks look at."""
+    return s.status in LIVE_STATUSES
+
+
+def expires_in(s: TokenState, rules: Rules, *, now: float) -> float | None:
+    """Seconds until expiry when the token expires within `expiry.warn_before` (and has not yet)."""
+    if s.expires_at is not None and now < s.expires_at <= now + rules.expiry_warn_before:
+        return s.expires_at - now
+    return None
+
+
+def unused_for(s: TokenState, rules: Rules, *, now: float) -> float | None:
+    """Seconds since the token was last used — since it was created, if never — once that is at
+    least `unused.after`; None otherwise (or when neither time is known)."""
+    reference = s.last_used_at if s.last_used_at is not None else s.created_at
+    if reference is not None and now - reference >= rules.unused_after:
+        return now - reference
+    return None
+
+
+def rotation_limit(s: TokenState, rules: Rules) -> float:
+    """`rotation.prod` for env=prod tokens, else `rotation.default` (seconds)."""
+    return rules.rotation_prod if s.env == "prod" else rules.rotation_default
+
+
+def rotation_overdue(s: TokenState, rules: Rules, *, now: float) -> float | None:
+    """The token's age in seconds once it has reached its rotation limit; None otherwise."""
+    if s.created_at is not None and now - s.created_at >= rotation_limit(s, rules):
+        return now - s.created_at
+    return None
+
+
 def hygiene_findings(states: Iterable[TokenState], rules: Rules, *, now: float) -> Iterator[Finding]:
     """token_expiring, token_unused, rotation_due (the product guide's audits, continuously)."""
     for s in states:
-        if s.status not in _LIVE:
+        if not is_live(s):
             continue
-        if s.expires_at is not None and now < s.expires_at <= now + rules.expiry_warn_before:
-            days = (s.expires_at - now) / DAY
+        left = expires_in(s, rules, now=now)
+        if left is not None:
+            days = left / DAY
             yield Finding(
                 rule="token_expiring",
                 labels=_labels(s),
@@ -133,9 +176,9 @@ def hygiene_findings(states: Iterable[TokenState], rules: Rules, *, now: float) 
                 summary=f"{s.name} expires in {days:.1f} days",
                 annotations={"action": "Create a replacement token and roll it out before the expiry."},
             )
-        reference = s.last_used_at if s.last_used_at is not None else s.created_at
-        if reference is not None and now - reference >= rules.unused_after:
-            days = (now - reference) / DAY
+        idle = unused_for(s, rules, now=now)
+        if idle is not None:
+            days = idle / DAY
             never = s.last_used_at is None
             yield Finding(
                 rule="token_unused",
@@ -145,21 +188,20 @@ def hygiene_findings(states: Iterable[TokenState], rules: Rules, *, now: float) 
                 summary=f"{s.name} has {'never been used' if never else 'not been used'} for {days:.0f} days",
                 annotations={"action": "Revoke it if nobody needs it: an unused token is only a liability."},
             )
-        if s.created_at is not None:
-            limit = rules.rotation_prod if s.env == "prod" else rules.rotation_default
-            age = now - s.created_at
-            if age >= limit:
-                yield Finding(
-                    rule="rotation_due",
-                    labels=_labels(s),
-                    severity="info",
-                    value=age / DAY,
-                    summary=f"{s.name} is {age / DAY:.0f} days old; rotate {'production' if s.env == 'prod' else ''} "
-                    f"tokens every {limit / DAY:.0f} days".replace("  ", " "),
-                    annotations={
-                        "action": "Create a replacement, update the applications, then revoke this one."
-                    },
-                )
+        age = rotation_overdue(s, rules, now=now)
+        if age is not None:
+            limit = rotation_limit(s, rules)
+            yield Finding(
+                rule="rotation_due",
+                labels=_labels(s),
+                severity="info",
+                value=age / DAY,
+                summary=f"{s.name} is {age / DAY:.0f} days old; rotate {'production' if s.env == 'prod' else ''} "
+                f"tokens every {limit / DAY:.0f} days".replace("  ", " "),
+                annotations={
+                    "action": "Create a replacement, update the applications, then revoke this one."
+                },
+            )
 
 
 def provider_down_finding(provider: str, failures: int, reason: str | None, rules: Rules) -> Finding | None:

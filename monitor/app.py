@@ -232,6 +232,11 @@ class Daemon:
         states = [s for poller in self.pollers.values() for s in poller.states.values()]
         return token_rows(states, self.policies)
 
+    async def audit_digest(self) -> None:
+        """Checked hourly; the digest itself goes out once a week (its schedule is in the database)."""
+        states = [s for poller in self.pollers.values() for s in poller.states.values()]
+        self.alerts.send_digest_if_due(states)
+
     async def prune(self) -> None:
         pruned = await asyncio.to_thread(prune, self.engine, self.settings.retention, now=self.clock.now())
         log.info(
