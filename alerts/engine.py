@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from alerts.audit import DIGEST_TAG, AuditFinding, DigestSchedule, audit, digest_notify_type, render_digest
+from alerts.leak_reports import LeakReport, Match
 from alerts.model import Finding
 from alerts.notify import Notifier
 from alerts.pipeline import NotificationPipeline
@@ -48,6 +49,7 @@ RULES = (
     "auto_revoke_paused",
 )
 SEVERITIES = ("info", "warning", "critical", "security")
+REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 
 
 class AlertEngine:
@@ -59,6 +61,7 @@ class AlertEngine:
         clock: Clock,
         notifier: Notifier | None = None,
         providers: Callable[[str], Provider | None] | None = None,
+        known_states: Callable[[], Iterable[TokenState]] = tuple,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -78,6 +81,8 @@ class AlertEngine:
             provider_action=self._provider_action,
         )
         self._digest = DigestSchedule(engine)
+        self._known_states = known_states
+        self._reported: dict[tuple[str, str], tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
@@ -187,6 +192,49 @@ class AlertEngine:
             if any(alert.annotations.get(k) != v for k, v in notes.items()):
                 self.tracker.annotate(alert.fingerprint, notes)
 
+    # --- external leak reports ----------------------------------------------------------
+    def find_by_key_hash(self, digest: str) -> list[Match]:
+        return [Match(s.provider, s.token_id, s.name) for s in self._states_by_hash().get(digest, [])]
+
+    async def act_on_report(self, match: Match, report: LeakReport) -> str:
+        """An external report is enough alone: quarantine now (protected tokens only alert), and
+        keep a leak_suspected finding up for the token so people are told through the pipeline."""
+        where = report.url or report.source or "an external scanner"
+        self._reported[(match.provider, match.name)] = (
+            self.clock.now(),
+            f"reported by {where} ({report.type})",
+        )
+        decision = await self.responder.manual(
+            provider=match.provider,
+            token_id=match.token_id,
+            token=match.name,
+            reason=f"leak report: {where}",
+            mode="report",
+        )
+        return decision.response
+
+    def _report_findings(self, provider: str, now: float) -> Iterable[Finding]:
+        for (prov, token), (at, detail) in list(self._reported.items()):
+            if now - at > REPORT_ALERT_FOR:
+                del self._reported[(prov, token)]
+                continue
+            if prov == provider:
+                yield Finding(
+                    rule="leak_suspected",
+                    labels={"provider": provider, "token": token},
+                    severity="security",
+                    value=1.0,
+                    summary=f"key leaked: {detail}",
+                    annotations={"signals": f"external_report: {detail}"},
+                )
+
+    def _states_by_hash(self) -> dict[str, list[TokenState]]:
+        index: dict[str, list[TokenState]] = {}
+        for s in self._known_states():
+            if s.key_sha256:
+                index.setdefault(s.key_sha256, []).append(s)
+        return index
+
     def token_findings(self, provider: str, states: Iterable[TokenState], *, now: float) -> Iterable[Finding]:
         tz = self._tz.get(provider, ZoneInfo("UTC"))
         rules = self.settings.rules
@@ -194,6 +242,7 @@ class AlertEngine:
         yield from budget_findings(states, self.policies, rules, now=now, tz=tz)
         yield from forecast_findings(states, self.policies, rules, now=now, tz=tz)
         yield from hygiene_findings(states, rules, now=now)
+        yield from self._report_findings(provider, now)
 
     # --- reads --------------------------------------------------------------------------
     def firing_counts(self) -> Mapping[tuple[str, str], int]:

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from alerts import api as alerts_api
 from alerts import cli as alerts_cli
+from alerts import leak_reports
 from alerts.engine import AlertEngine
 from monitor.clock import Clock, SystemClock
 from monitor.metrics import Exposition
@@ -25,6 +26,7 @@ from monitor.providers import Provider, build_provider, make_client
 from monitor.server import EmbeddedServer, build_app, make_server
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, UsageWriter, open_engine, prune
+from monitor.tokens import TokenState
 from monitor.views import token_rows
 
 __all__ = ["Daemon", "command_handlers"]
@@ -43,7 +45,9 @@ class Daemon:
         self.writer = UsageWriter(self.engine)
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self.exposition = Exposition(self.policies)
-        self.alerts = AlertEngine(settings, self.engine, clock=self.clock, providers=self._provider)
+        self.alerts = AlertEngine(
+            settings, self.engine, clock=self.clock, providers=self._provider, known_states=self._all_states
+        )
         self.exposition.add_source(self.alerts.families)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -83,7 +87,7 @@ class Daemon:
                 readiness=self.readiness,
                 tokens=self.token_rows,
                 api_token=lambda: self.settings.api_token,
-                extra_routes=alerts_api.routes(self.alerts),
+                extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
             )
             self.server = make_server(app, self.settings.listen)
             self._server_task = asyncio.create_task(self.server.serve(), name="http")
@@ -181,6 +185,17 @@ class Daemon:
         if client is not None:
             await client.aclose()
 
+    def _all_states(self) -> list[TokenState]:
+        return [s for poller in self.pollers.values() for s in poller.states.values()]
+
+    def _intake(self) -> leak_reports.ReportIntake:
+        def lookup(digest: str) -> list[leak_reports.Match]:
+            return self.alerts.find_by_key_hash(digest)
+
+        return leak_reports.ReportIntake(
+            self.settings.leak_reports, lookup=lookup, act=self.alerts.act_on_report
+        )
+
     def _provider(self, name: str) -> Provider | None:
         poller = self.pollers.get(name)
         return poller.provider if poller else None
@@ -234,8 +249,7 @@ class Daemon:
 
     async def audit_digest(self) -> None:
         """Checked hourly; the digest itself goes out once a week (its schedule is in the database)."""
-        states = [s for poller in self.pollers.values() for s in poller.states.values()]
-        self.alerts.send_digest_if_due(states)
+        self.alerts.send_digest_if_due(self._all_states())
 
     async def prune(self) -> None:
         pruned = await asyncio.to_thread(prune, self.engine, self.settings.retention, now=self.clock.now())

@@ -38,13 +38,17 @@ class JSONResponse(Response):
 class _ApiAuth:
     """With `api_token` set, /api/v1/* needs `Authorization: Bearer <api_token>`."""
 
-    def __init__(self, app: ASGIApp, token: Callable[[], Secret]) -> None:
+    def __init__(
+        self, app: ASGIApp, token: Callable[[], Secret], open_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.token = token
+        self.open_paths = open_paths  # routes that authenticate themselves (signed leak reports)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         secret = self.token()
-        if scope["type"] == "http" and scope["path"].startswith("/api/") and secret:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/api/") and path not in self.open_paths and secret:
             headers = dict(scope["headers"])
             given = headers.get(b"authorization", b"").decode("latin-1")
             expected = f"Bearer {secret.reveal()}"
@@ -62,6 +66,7 @@ def build_app(
     tokens: Callable[[], list[dict[str, Any]]],
     api_token: Callable[[], Secret],
     extra_routes: Sequence[BaseRoute] = (),
+    open_paths: frozenset[str] = frozenset({"/api/v1/leak-reports"}),
 ) -> Starlette:
     async def metrics(request: Request) -> Response:
         if "gzip" in request.headers.get("accept-encoding", ""):
@@ -88,7 +93,7 @@ def build_app(
         Route("/api/v1/tokens", list_tokens),
         *extra_routes,
     ]
-    return Starlette(routes=routes, middleware=[Middleware(_ApiAuth, token=api_token)])
+    return Starlette(routes=routes, middleware=[Middleware(_ApiAuth, token=api_token, open_paths=open_paths)])
 
 
 class EmbeddedServer(uvicorn.Server):
