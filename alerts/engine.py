@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Engine
 
 from alerts.audit import DIGEST_TAG, AuditFinding, DigestSchedule, audit, digest_notify_type, render_digest
+from alerts.detection import Detection, StoredHour, StoredRequest
 from alerts.leak_reports import LeakReport, Match
 from alerts.model import Finding
 from alerts.notify import Notifier
@@ -31,6 +32,7 @@ from monitor.policy import PolicyBook
 from monitor.poller import CycleReport
 from monitor.providers.base import Provider
 from monitor.settings import Settings
+from monitor.store import UsageReader
 from monitor.tokens import TokenState
 
 __all__ = ["RULES", "SEVERITIES", "AlertEngine"]
@@ -49,6 +51,7 @@ RULES = (
     "auto_revoke_paused",
 )
 SEVERITIES = ("info", "warning", "critical", "security")
+HISTORY_DAYS = 28  # what the anomaly baselines look back on
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 
 
@@ -81,6 +84,7 @@ class AlertEngine:
             provider_action=self._provider_action,
         )
         self._digest = DigestSchedule(engine)
+        self.detection = Detection({p.name: p.poll_interval for p in settings.providers})
         self._known_states = known_states
         self._reported: dict[tuple[str, str], tuple[float, str]] = {}
         self._stop = asyncio.Event()
@@ -103,6 +107,7 @@ class AlertEngine:
         self.notifier = Notifier(settings.notify)
         self.pipeline.reconfigure(settings, self.notifier)
         self.responder.reconfigure(settings.response, self.policies)
+        self.detection.reconfigure({p.name: p.poll_interval for p in settings.providers})
 
     # --- the weekly hygiene digest ------------------------------------------------------
     def audit(self, states: Iterable[TokenState]) -> list[AuditFinding]:
@@ -139,7 +144,8 @@ class AlertEngine:
     async def on_cycle(self, report: CycleReport) -> None:
         provider = report.provider
         now = self.clock.now()
-        if report.ok:
+        if report.ok and report.cycle is not None:
+            self.detection.observe(provider, report.cycle)
             findings = list(self.token_findings(provider, report.states.values(), now=now))
             unknown = None
         else:
@@ -242,7 +248,21 @@ class AlertEngine:
         yield from budget_findings(states, self.policies, rules, now=now, tz=tz)
         yield from forecast_findings(states, self.policies, rules, now=now, tz=tz)
         yield from hygiene_findings(states, rules, now=now)
+        yield from self.detection.findings(provider, states, self.policies, rules, now=now)
         yield from self._report_findings(provider, now)
+
+    def rebuild_history(self, states: Iterable[TokenState], reader: UsageReader) -> int:
+        """At start: the detectors' per-token histories from the stored rollups and request log."""
+        now = self.clock.now()
+        hours = (StoredHour(*row) for row in reader.hourly_since(now - HISTORY_DAYS * 86400))
+        requests = (
+            StoredRequest(p, t, ts, model or None, ip, n, cost)
+            for p, t, ts, model, ip, n, cost in reader.requests_since(now - 14 * 86400)
+        )
+        return self.detection.rebuild(states, hours, requests)
+
+    def scores(self) -> Mapping[tuple[str, str], float]:
+        return self.detection.scores
 
     # --- reads --------------------------------------------------------------------------
     def firing_counts(self) -> Mapping[tuple[str, str], int]:

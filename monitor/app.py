@@ -49,6 +49,7 @@ class Daemon:
             settings, self.engine, clock=self.clock, providers=self._provider, known_states=self._all_states
         )
         self.exposition.add_source(self.alerts.families)
+        self.exposition.set_score_source(self.alerts.scores)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._provider_settings: dict[str, ProviderSettings] = {}
@@ -59,6 +60,10 @@ class Daemon:
         self.on_reload: list[Callable[[Settings], None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
+    def _rebuild_history(self) -> None:
+        n = self.alerts.rebuild_history(self._all_states(), self.reader)
+        log.info("alert baselines rebuilt for %d tokens from the stored history", n)
+
     async def prime(self) -> None:
         """Build the providers and run one cycle of each now, before anything is scheduled."""
         for provider in self.settings.providers:
@@ -72,6 +77,7 @@ class Daemon:
         for provider in self.settings.providers:
             if provider.name not in self.pollers:
                 self._add_provider(provider)
+        self._rebuild_history()
         self.scheduler.start()
         self.alerts.start()
         self.scheduler.add_job(

@@ -123,10 +123,34 @@ class UsageReader:
         with self._engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT ts, model, ip, prompt_tokens, completion_tokens, cost_usd, elapsed_ms, request_id, "
-                "requests FROM request_log WHERE token_pk = ? AND ts >= ? ORDER BY ts, id",
+                "requests FROM request_log WHERE token_pk = ? AND ts >= ? ORDER BY ts, request_id",
                 (token_pk, since),
             ).all()
         return [LoggedRequest(*r) for r in rows]
+
+    def hourly_since(self, since: float) -> list[tuple[str, str, float, float, int]]:
+        """(provider, token id, hour, cost, requests) for every token since `since`: what the alert
+        engine rebuilds its baselines from at start."""
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT t.provider, t.token_id, h.hour, h.cost_usd, h.requests FROM usage_hourly h "
+                "JOIN tokens t ON t.id = h.token_pk WHERE h.hour >= ? ORDER BY h.hour",
+                (int(since // 3600 * 3600),),
+            ).all()
+        return [(str(r[0]), str(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in rows]
+
+    def requests_since(
+        self, since: float, *, limit: int = 500_000
+    ) -> list[tuple[str, str, float, str, str | None, int, float]]:
+        """(provider, token id, ts, model, ip, requests, cost) of stored request-log rows, newest
+        `limit` first: who used each token with what, for the leak rule's model and IP signals."""
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT t.provider, t.token_id, r.ts, r.model, r.ip, r.requests, r.cost_usd FROM request_log r "
+                "JOIN tokens t ON t.id = r.token_pk WHERE r.ts >= ? ORDER BY r.ts DESC LIMIT ?",
+                (since, limit),
+            ).all()
+        return [(str(r[0]), str(r[1]), float(r[2]), str(r[3]), r[4], int(r[5]), float(r[6])) for r in rows]
 
     def count_rows(self, table: str) -> int:
         if table not in {"tokens", "usage_deltas", "usage_hourly", "poll_runs", "request_log"}:

@@ -1,0 +1,446 @@
+"""leak_suspected: has this token's key escaped? Several independent signals must agree.
+
+A firing leak_suspected leads to quarantine, so a false fire disables someone's production key.
+The rule therefore needs one *primary* signal — the token spends far above its own pattern
+(`spike`: >= 5x and >= $0.5/h above it, or the same in requests for cheap-model abuse), or a
+dormant token woke up (`dormant_wake`: first use after >= 14 quiet days, or since creation) —
+AND at least one *corroborating* signal about who is using it, or how:
+- `new_ip`: client IPs the token never used carry a real share of the traffic since the onset —
+  on a spike, at least half of its excess (a stranger's traffic *is* the excess; a launch that
+  adds servers while traffic doubles is not). Only for tokens whose clients are a small, stable
+  set (servers): a token used from many or changing IPs (browsers, mobile apps, rotating egress)
+  gives no evidence by a new IP;
+- `ip_not_whitelisted`: traffic from outside the token's `ip_whitelist` (CIDR-aware);
+- `many_ips`: many distinct IPs since the onset — 3x the token's usual pool (at least 8), or for
+  a token without IP history, 2x what the fleet's typical token uses in a day (at least 4);
+- `new_model`: models the token never used carry that same share of the spend — unless the fleet
+  uses the model anyway or is taking it up right now (`FleetContext.is_fleet_model`); again only
+  for tokens that do not add models every few days. `model_breadth` is the idea for tokens
+  without model history (never used before): at least 3 unusual models, more than the fleet's
+  typical token uses;
+- `model_not_allowed`: models outside the token's `allowed_models`;
+- `over_request_limit`: more requests in 24 h than the token's own daily request limit;
+- `off_hours`: use outside the policy's `business_hours` — counted only when the traffic is not
+  entirely from the token's established IPs and models: the same servers running the same models
+  at night are a batch job (month-end), not a thief. (Where the relay reports no IPs, it counts.)
+So a x8 spike from the usual IPs and models, a launch at x2.2, a month-end batch and a fleet-wide
+model change do not fire; no signal fires alone.
+
+The spike compares the last 15 minutes (never less than a poll or the data's resolution) with the
+anomaly detector's baseline for them (alerts/anomaly.py), so "expected" means the same in both
+rules: leak is meant to act within a poll or two, and it can afford a noisier window because it
+needs a second signal. Corroborating signals are only computed when a primary signal holds: for
+the quiet majority of tokens a poll costs a window sum and a few comparisons.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final, Protocol
+
+from alerts.anomaly import AnomalyDetector, Tier
+from alerts.fleet import FleetContext
+from alerts.model import Finding
+from alerts.series import HOUR, Ident, TokenHistory, minute_of
+from monitor.config import BusinessHours, parse_business_hours
+from monitor.providers.base import TokenLimits
+from monitor.settings import LeakRule, TokenPolicy
+
+__all__ = [
+    "PRIMARY",
+    "LeakDetector",
+    "LeakParams",
+    "LeakResult",
+    "Signal",
+    "TokenInfo",
+    "TokenMeta",
+    "leak_finding",
+]
+
+DAY: Final = 24 * HOUR
+PRIMARY: Final = frozenset({"spike", "dormant_wake"})
+
+
+class TokenMeta(Protocol):
+    """What the leak rule reads about a token from the relay (monitor.tokens.TokenState fits)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def created_at(self) -> float | None: ...
+    @property
+    def limits(self) -> TokenLimits: ...
+    @property
+    def ip_whitelist(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A plain TokenMeta, for backtests and tests."""
+
+    status: str = "active"
+    created_at: float | None = None
+    limits: TokenLimits = field(default_factory=TokenLimits)
+    ip_whitelist: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeakParams:
+    window: float = 900.0  # seconds of recent use compared for a spike (see AnomalyDetector.span)
+    spike_ratio: float = 5.0  # primary: x >= this x expected ...
+    spike_min_usd_per_hour: float = 0.5  # ... and at least this much above it
+    spike_min_requests_per_hour: float = 300.0  # request spikes (cheap models) need this many extra
+    min_expected_usd_per_hour: float = 0.01  # never divide by less (zero-heavy tokens)
+    dormant_after: float = 14 * DAY  # quiet this long, then active: dormant_wake ...
+    wake_window: float = DAY  # ... for this long after the first use
+    episode_max_hours: int = 48  # how far back the onset of a spike is searched
+    new_share_min: float = 0.2  # new IPs/models must carry this share of the episode's traffic
+    stable_ip_pool_max: int = 16  # more IPs than this in the week before: IP novelty is no evidence
+    stable_new_ips_max: int = 3  # more new IPs than this in that week: the same
+    stable_new_models_max: int = 2  # more new models than this in the 2 weeks before: the same
+    many_ips_min: int = 8
+    many_ips_factor: float = 3.0
+    breadth_min_ips: int = 4
+    breadth_min_models: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    name: str
+    detail: str
+    counted: bool = True  # False: shown to people, but not evidence enough to act on
+
+
+@dataclass(frozen=True, slots=True)
+class LeakResult:
+    signals: tuple[Signal, ...]
+    fire: bool
+    spend_since_onset: float  # $ since onset_ts
+    onset_ts: float | None  # the episode's start: the spike's first hour, or the first use after dormancy
+    top_models: tuple[str, ...]  # used since the onset, by spend
+    top_ips: tuple[str, ...]  # used since the onset, by requests
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signals)
+
+
+_QUIET = LeakResult((), False, 0.0, None, (), ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Recent:
+    """The recent window, as rates per hour."""
+
+    spend: float
+    expected: float
+    requests: float
+    tier: Tier
+    active: bool
+    window: float  # seconds
+
+
+class LeakDetector:
+    def __init__(self, params: LeakParams | None = None, *, anomaly: AnomalyDetector | None = None) -> None:
+        self.params = params or LeakParams()
+        self.anomaly = anomaly or AnomalyDetector()
+
+    def evaluate(
+        self,
+        state: TokenHistory,
+        now: float,
+        policy: TokenPolicy | None,
+        token_meta: TokenMeta | None,
+        fleet: FleetContext,
+        *,
+        rule: LeakRule | None = None,
+    ) -> LeakResult:
+        if rule is not None and not rule.enabled:
+            return _QUIET
+        w = self.anomaly.span(state, self.params.window)
+        cost, requests = state.window(now, w)
+        expected, _, tier = self.anomaly.expectation(state, now, w, fleet)
+        recent = _Recent(cost * HOUR / w, expected, requests * HOUR / w, tier, requests > 0 or cost > 0, w)
+        primary: list[Signal] = []
+        since: float | None = None
+        last_minute = minute_of(now)
+        first_hour = last_minute // 60
+        spike = self._spike(state, recent, first_hour)
+        if spike is not None:
+            primary.append(spike)
+            # the episode starts no later than the hour of the window's first minute
+            window_start = (last_minute - round(w / 60) + 1) // 60
+            first_hour = self._onset_hour(state, recent, window_start)
+            since = first_hour * HOUR
+        woke = state.run_start
+        wake = self._dormant_wake(state, now, token_meta, woke) if woke is not None else None
+        if wake is not None and woke is not None:
+            primary.append(wake)
+            since = woke - 1e-6 if since is None else min(since, woke - 1e-6)
+            first_hour = min(first_hour, minute_of(woke) // 60)
+        if since is None:
+            return _QUIET
+        return self._corroborate(state, now, policy, token_meta, fleet, recent, primary, since, first_hour)
+
+    # --- primary signals ------------------------------------------------------------------------
+
+    def _spike(self, state: TokenHistory, r: _Recent, h: int) -> Signal | None:
+        if r.tier == "new":
+            return None  # "far above its own pattern" needs a pattern (new tokens: spend_anomaly, budgets)
+        p = self.params
+        st = state.stats(h)
+        # Never below the token's mean; for a zero-heavy token, never below its usual burst packed
+        # into the window either — unless this hour is predictably idle (an office token at night),
+        # where any use is unusual.
+        idle_hour = self.anomaly.baseline(state, h).active_share == 0.0
+        usual = st.active_level * HOUR / r.window if st.zero_share >= 0.5 and not idle_hour else 0.0
+        base = max(r.expected, st.mean_cost, usual, p.min_expected_usd_per_hour)
+        if r.spend >= p.spike_ratio * base and r.spend - r.expected >= p.spike_min_usd_per_hour:
+            return Signal("spike", f"${r.spend:,.2f}/h, {r.spend / base:,.0f}x the usual ${base:,.2f}/h")
+        if not state.has_requests:
+            return None
+        # Cheap-model abuse moves requests more than dollars: expect requests at the token's own
+        # requests-per-dollar, so the seasonal shape of the spend baseline carries over.
+        rate = r.requests
+        per_usd = st.mean_requests / st.mean_cost if st.mean_cost > 0 else 0.0
+        expected = max(base * per_usd if per_usd else st.mean_requests, 1.0)
+        if rate >= p.spike_ratio * expected and rate - expected >= p.spike_min_requests_per_hour:
+            return Signal(
+                "spike", f"{rate:,.0f} requests/h, {rate / expected:,.0f}x the expected {expected:,.0f}"
+            )
+        return None
+
+    def _onset_hour(self, state: TokenHistory, r: _Recent, h: int) -> int:
+        """Walk back over the hours that ran at a similar elevated level: the episode's first hour."""
+        p = self.params
+        level = max(0.5 * r.spend, p.spike_ratio * max(state.stats(h).mean_cost, p.min_expected_usd_per_hour))
+        first = h
+        for k in range(h - 1, h - p.episode_max_hours, -1):
+            if state.cost_at(k) < level:
+                break
+            first = k
+        return first
+
+    def _dormant_wake(
+        self, state: TokenHistory, now: float, meta: TokenMeta | None, rs: float
+    ) -> Signal | None:
+        """`rs`: when the current run of activity began (TokenHistory.run_start)."""
+        p = self.params
+        if now - rs > p.wake_window:
+            return None
+        prev = state.prev_active
+        if prev is None:
+            prev = state.idle_since
+        if prev is None and meta is not None and meta.status == "unused" and meta.created_at is not None:
+            prev = meta.created_at  # the relay still calls it unused: never used since creation
+        if prev is None:
+            prev = state.started_at  # at least: quiet all the time keywatch watched it
+        quiet = rs - prev
+        if quiet < p.dormant_after:
+            return None
+        return Signal("dormant_wake", f"first use in {quiet / DAY:,.0f} days")
+
+    # --- corroborating signals ------------------------------------------------------------------
+
+    def _corroborate(
+        self,
+        state: TokenHistory,
+        now: float,
+        policy: TokenPolicy | None,
+        meta: TokenMeta | None,
+        fleet: FleetContext,
+        recent: _Recent,
+        primary: list[Signal],
+        since: float,
+        first_hour: int,
+    ) -> LeakResult:
+        head = max(state.head, first_hour)
+        spike = primary[0].name == "spike"
+        ep = _Episode(
+            since=since,
+            head=head,
+            cost=sum(state.cost_at(k) for k in range(first_hour, head + 1)),
+            requests=sum(state.requests_at(k) for k in range(first_hour, head + 1)),
+            watched=since - state.started_at >= DAY,
+            # New clients or models must carry a real share of the traffic — and, on a spike, at
+            # least half of its excess: a launch that adds servers while traffic doubles and
+            # bursts is not a stranger draining the key (the stranger's traffic *is* the excess).
+            need_share=max(
+                self.params.new_share_min,
+                0.5 * (1.0 - recent.expected / recent.spend) if spike and recent.spend > 0 else 0.0,
+            ),
+        )
+        recent_ips = {k: r for k, r in state.ips.items() if r[1] > since}
+        recent_models = {k: r for k, r in state.models.items() if r[1] > since}
+        new_ips = [r for r in recent_ips.values() if r[0] > since]
+        new_models = [r for k, r in recent_models.items() if r[0] > since and not fleet.is_fleet_model(k)]
+        signals = [
+            *primary,
+            *self._ip_signals(state, meta, fleet, ep, recent_ips),
+            *self._model_signals(state, meta, fleet, ep, recent_models),
+            *self._limit_signals(state, meta, ep),
+        ]
+        hours = policy.business_hours if policy is not None else None
+        if hours and recent.active and not _business_hours(hours).contains(now):
+            familiar = bool(recent_ips) and not new_ips and not new_models
+            detail = f"outside {hours}" + (" from its usual IPs and models" if familiar else "")
+            signals.append(Signal("off_hours", detail, counted=not familiar))
+        corroborating = sum(1 for s in signals if s.counted and s.name not in PRIMARY)
+        top_models = tuple(sorted(recent_models, key=lambda k: -recent_models[k][3])[:5])
+        top_ips = tuple(sorted(recent_ips, key=lambda k: -recent_ips[k][2])[:5])
+        onset = max(since, state.started_at)
+        return LeakResult(tuple(signals), corroborating >= 1, ep.cost, onset, top_models, top_ips)
+
+    def _ip_signals(
+        self,
+        state: TokenHistory,
+        meta: TokenMeta | None,
+        fleet: FleetContext,
+        ep: _Episode,
+        recent: dict[str, Ident],
+    ) -> list[Signal]:
+        p, since = self.params, ep.since
+        out: list[Signal] = []
+        new = [r for r in recent.values() if r[0] > since]
+        known = [r for r in state.ips.values() if r[0] <= since]
+        pool = [r for r in known if r[1] >= since - 7 * DAY]  # the clients of the week before
+        churn = sum(1 for r in known if r[0] > max(since - 7 * DAY, state.started_at + DAY))
+        if ep.watched and known and new:
+            if len(pool) > p.stable_ip_pool_max or churn > p.stable_new_ips_max:
+                out.append(Signal("new_ip", f"{len(new)} new IPs, but this token's IPs change", False))
+            elif (s := ep.share(state, new)) >= ep.need_share:
+                out.append(Signal("new_ip", f"{len(new)} new IPs carry {s:.0%} of the traffic"))
+        if meta is not None and meta.ip_whitelist and recent:
+            allowed = _whitelist(tuple(meta.ip_whitelist))
+            outside = sorted(ip for ip in recent if allowed and _outside(ip, allowed))
+            if outside:
+                detail = f"{len(outside)} IPs outside the whitelist, e.g. {outside[0]}"
+                out.append(Signal("ip_not_whitelisted", detail))
+        if ep.watched and known:
+            need = max(p.many_ips_min, p.many_ips_factor * len(pool))
+        else:
+            need = max(p.breadth_min_ips, 2 * fleet.ips_typical)
+        if len(recent) >= need:
+            out.append(Signal("many_ips", f"{len(recent)} distinct IPs since the onset"))
+        return out
+
+    def _model_signals(
+        self,
+        state: TokenHistory,
+        meta: TokenMeta | None,
+        fleet: FleetContext,
+        ep: _Episode,
+        recent: dict[str, Ident],
+    ) -> list[Signal]:
+        p, since = self.params, ep.since
+        out: list[Signal] = []
+        unusual = {k: r for k, r in recent.items() if not fleet.is_fleet_model(k)}
+        new = {k: r for k, r in unusual.items() if r[0] > since}
+        if ep.watched and any(r[0] <= since for r in state.models.values()):
+            added_from = max(since - 14 * DAY, state.started_at + DAY)
+            added = sum(
+                1
+                for k, r in state.models.items()
+                if added_from < r[0] <= since and not fleet.is_fleet_model(k)
+            )
+            if new and added > p.stable_new_models_max:
+                out.append(Signal("new_model", "new models, but this token often adds some", False))
+            elif new and (s := ep.share(state, new.values())) >= ep.need_share:
+                out.append(
+                    Signal(
+                        "new_model", f"never used before: {', '.join(sorted(new))} ({s:.0%} of the traffic)"
+                    )
+                )
+        elif len(unusual) >= max(p.breadth_min_models, fleet.models_typical + 1):
+            out.append(
+                Signal(
+                    "model_breadth", f"{len(unusual)} models since the onset: {', '.join(sorted(unusual))}"
+                )
+            )
+        if meta is not None and meta.limits.allowed_models:
+            banned = sorted(set(recent) - set(meta.limits.allowed_models))
+            if banned:
+                out.append(Signal("model_not_allowed", f"not in allowed_models: {', '.join(banned)}"))
+        return out
+
+    def _limit_signals(self, state: TokenHistory, meta: TokenMeta | None, ep: _Episode) -> list[Signal]:
+        limit = meta.limits.daily_requests if meta is not None else None
+        if not limit:
+            return []
+        day = sum(state.requests_at(k) for k in range(ep.head - 23, ep.head + 1))
+        if day <= limit:
+            return []
+        return [Signal("over_request_limit", f"{day:,.0f} requests in 24 h, limit {limit:,}")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Episode:
+    """The traffic since the onset, which new clients and models are measured against."""
+
+    since: float  # identities first seen after this are new
+    head: int  # the newest hour
+    cost: float  # $ since the onset hour
+    requests: float
+    watched: bool  # keywatch watched the token for a day before the onset: "usual" means something
+    need_share: float  # the share of the episode's traffic new identities must carry
+
+    def share(self, state: TokenHistory, recs: Iterable[Ident]) -> float:
+        recs = list(recs)
+        if state.has_requests and self.requests > 0:
+            return sum(r[2] for r in recs) / self.requests
+        return sum(r[3] for r in recs) / self.cost if self.cost > 0 else 0.0
+
+
+def leak_finding(
+    result: LeakResult, *, provider: str, token: str, rule: LeakRule, keep_firing_for: float = 0.0
+) -> Finding | None:
+    """The Finding for the alert stages, or None when the signals do not agree."""
+    if not result.fire:
+        return None
+    names = ", ".join(s.name for s in result.signals if s.counted)
+    return Finding(
+        rule="leak_suspected",
+        labels={"provider": provider, "token": token},
+        severity="security",
+        value=float(sum(1 for s in result.signals if s.counted)),
+        summary=f"key may have leaked: {names}; ${result.spend_since_onset:,.2f} since the onset",
+        annotations={
+            "signals": "; ".join(f"{s.name}: {s.detail}" for s in result.signals),
+            "spend_since_onset_usd": f"{result.spend_since_onset:.2f}",
+            "onset_ts": f"{result.onset_ts:.0f}" if result.onset_ts is not None else "",
+            "top_models": ", ".join(result.top_models),
+            "top_ips": ", ".join(result.top_ips),
+        },
+        for_polls=rule.for_polls,
+        keep_firing_for=keep_firing_for,
+    )
+
+
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=4096)
+def _whitelist(entries: tuple[str, ...]) -> tuple[_Net, ...]:
+    nets: list[_Net] = []
+    for e in entries:
+        try:
+            nets.append(ipaddress.ip_network(e.strip(), strict=False))
+        except ValueError:
+            continue  # the audit reports malformed whitelists; here they simply match nothing
+    return tuple(nets)
+
+
+def _outside(ip: str, nets: tuple[_Net, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return False  # not an address (a relay's placeholder): no evidence either way
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return not any(addr in n for n in nets)
+
+
+_business_hours: Callable[[str], BusinessHours] = lru_cache(maxsize=256)(parse_business_hours)
