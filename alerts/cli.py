@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import gzip
+import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,8 @@ import orjson
 from sqlalchemy import Engine
 
 from alerts.audit import audit
+from alerts.backtest import read_input, run_backtest, write_output
+from alerts.export import export_lines
 from alerts.matchers import MatcherError
 from alerts.mute import SilenceError, Silences
 from alerts.notify import NoTargetError, notify_test
@@ -56,6 +61,26 @@ def register(sub: Any) -> dict[str, Handler]:
     expire = verbs.add_parser("expire", help="end a silence now")
     expire.add_argument("id", type=int)
 
+    revoke = sub.add_parser("revoke", help="quarantine a token by hand (recorded in the audit trail)")
+    revoke.add_argument("token", help="token name, or provider/name")
+    revoke.add_argument("--reason", required=True)
+    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    revoke.add_argument("--dry-run", action="store_true", help="record what would happen, do nothing")
+
+    audit_cmd = sub.add_parser("audit", help="the token hygiene report")
+    audit_cmd.add_argument("--json", action="store_true")
+
+    backtest = sub.add_parser(
+        "backtest", help="replay a usage history through the rules on a simulated clock"
+    )
+    backtest.add_argument("--input", required=True, help="JSON Lines (DESIGN §3.5); .gz is fine")
+    backtest.add_argument("--output", default=None, help="write the transitions as JSON Lines here")
+    backtest.add_argument("--json", action="store_true", help="print the transitions as one JSON array")
+
+    export = sub.add_parser("export", help="write stored history in the backtest input format")
+    export.add_argument("--since", default="30d")
+    export.add_argument("--output", default=None)
+
     test = sub.add_parser(
         "notify-test", help="send a test notification to every target (or those with --tag)"
     )
@@ -66,6 +91,8 @@ def register(sub: Any) -> dict[str, Handler]:
         "notify-test": _notify_test,
         "revoke": _revoke,
         "audit": _audit,
+        "backtest": _backtest,
+        "export": _export,
     }
 
 
@@ -261,4 +288,52 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
                 [("finding", "FINDING"), ("provider", "PROVIDER"), ("token", "TOKEN"), ("detail", "DETAIL")],
             )
         )
+    return 0
+
+
+def _backtest(args: argparse.Namespace, settings: Settings) -> int:
+    opener: Any = gzip.open if args.input.endswith(".gz") else open
+    try:
+        with opener(args.input, "rb") as f:
+            data = read_input(f)
+    except OSError as exc:
+        print(f"keywatch backtest: cannot read {args.input}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"keywatch backtest: {args.input}: {exc}", file=sys.stderr)
+        return 2
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # Every replayed notification would be logged: the output file is the record instead.
+        for name in ("alerts", "keywatch.alerts", "keywatch.response"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    started = time.monotonic()
+    rows = asyncio.run(run_backtest(data, settings))
+    took = time.monotonic() - started
+    if args.json:
+        _print_json(rows)
+    else:
+        write_output(rows, args.output)
+    fired = Counter(r["rule"] for r in rows if r["state"] == "firing")
+    actions = Counter(r["action"] for r in rows if r["action"] != "none")
+    summary = ", ".join(f"{rule} {n}" for rule, n in fired.most_common()) or "nothing fired"
+    acted = ", ".join(f"{a} {n}" for a, n in actions.items()) or "no quarantine"
+    print(
+        f"backtest: {len(data.usage):,} usage lines replayed in {took:.1f}s: {summary}; {acted}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        since = time.time() - parse_duration(args.since)
+    except ValueError as exc:
+        print(f"keywatch export: --since: {exc}", file=sys.stderr)
+        return 2
+    engine = open_engine(settings.database)
+    try:
+        lines = export_lines(UsageReader(engine), since=since, raw_after=time.time() - settings.retention.raw)
+        write_output(lines, args.output)
+    finally:
+        engine.dispose()
     return 0

@@ -54,6 +54,7 @@ class Detection:
         self.histories: dict[Key, TokenHistory] = {}
         self.scores: dict[Key, float] = {}
         self._detectors: dict[str, tuple[AnomalyDetector, LeakDetector]] = {}
+        self._fleets: dict[str, tuple[int, int, FleetContext]] = {}
         self.reconfigure(poll_intervals)
 
     def reconfigure(self, poll_intervals: Mapping[str, float]) -> None:
@@ -83,7 +84,7 @@ class Detection:
         for spend in cycle.spend:
             state = cycle.states[spend.token_id]
             self._history(provider, state, cycle.at).observe(spend.ts, spend.cost_usd, spend.requests)
-        for rec in cycle.requests:
+        for rec in cycle.fresh:  # rows fetched again by an overlapping window are not new traffic
             if rec.token_id is None or rec.token_id not in cycle.states:
                 continue
             self._history(provider, cycle.states[rec.token_id], cycle.at).note(
@@ -97,7 +98,7 @@ class Detection:
         anomaly, leak = self._detectors.get(provider) or self._default(provider)
         live = [s for s in states if s.status in _LIVE]
         histories = [(s, self._history(provider, s, now)) for s in live]
-        fleet = FleetContext.build((h for _, h in histories), now)
+        fleet = self._fleet(provider, [h for _, h in histories], now)
         for state, hist in histories:
             key = (provider, state.token_id)
             a = anomaly.evaluate(hist, now, rules.anomaly, fleet)
@@ -115,6 +116,16 @@ class Detection:
             )
             if found is not None:
                 yield found
+
+    def _fleet(self, provider: str, histories: list[TokenHistory], now: float) -> FleetContext:
+        """The fleet's context moves slowly (typical rates, models adopted over days): built once
+        an hour per provider, not every poll."""
+        hour = int(now // 3600)
+        cached = self._fleets.get(provider)
+        if cached is None or cached[0] != hour or cached[1] != len(histories):
+            cached = (hour, len(histories), FleetContext.build(histories, now))
+            self._fleets[provider] = cached
+        return cached[2]
 
     def forget(self, provider: str, keep: Iterable[str]) -> None:
         """Drop histories of tokens the provider no longer lists."""

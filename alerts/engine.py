@@ -21,7 +21,7 @@ from alerts.model import Finding
 from alerts.notify import Notifier
 from alerts.pipeline import NotificationPipeline
 from alerts.playbook import auto_revoke_paused_finding, leak_playbook
-from alerts.records import OutboxItem
+from alerts.records import OutboxItem, Transition
 from alerts.response import Responder
 from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
 from alerts.state import AlertTracker, no_data_for_providers
@@ -86,6 +86,8 @@ class AlertEngine:
         self._digest = DigestSchedule(engine)
         self.detection = Detection({p.name: p.poll_interval for p in settings.providers})
         self._known_states = known_states
+        # Called with every transition and what the responder did about it (backtest, demo).
+        self.transition_listeners: list[Callable[[Transition, str], None]] = []
         self._reported: dict[tuple[str, str], tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -162,6 +164,9 @@ class AlertEngine:
         if report.ok:
             await self._respond(provider, report, now)
         for t in transitions:
+            action = self._action(t)
+            for listener in self.transition_listeners:
+                listener(t, action)
             a = t.alert
             log.info(
                 "alert %s %s -> %s: %s",
@@ -172,6 +177,16 @@ class AlertEngine:
                 extra={"rule": a.rule, "provider": a.labels.get("provider"), "token": a.labels.get("token")},
             )
         self.pipeline.process(transitions, self.tracker.alerts(), now=now)
+
+    def _action(self, t: Transition) -> str:
+        """What the responder did about a transition: quarantine, dry_run or none (backtest output)."""
+        if t.alert.rule != "leak_suspected" or t.to_state != "firing":
+            return "none"
+        current = self.tracker.get(t.alert.fingerprint)
+        response = current.annotations.get("response", "") if current else ""
+        if response.startswith("quarantined"):
+            return "quarantine"
+        return "dry_run" if response.startswith("dry run") else "none"
 
     async def _respond(self, provider: str, report: CycleReport, now: float) -> None:
         """Hand every firing leak alert of this provider to the responder (it acts once per

@@ -25,6 +25,7 @@ __all__ = ["main"]
 log = logging.getLogger("keywatch")
 
 Handler = Callable[[argparse.Namespace], int]
+CONFIG_OPTIONAL = frozenset({"backtest"})  # replaying a file needs no relay: defaults will do
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command in args.settings_handlers:
-            return int(args.settings_handlers[args.command](args, load(args)))
+            settings = load(args, optional=args.command in CONFIG_OPTIONAL)
+            return int(args.settings_handlers[args.command](args, settings))
         return handlers[args.command](args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -87,8 +89,12 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("KEYWATCH_CONFIG") or "keywatch.yaml")
 
 
-def load(args: argparse.Namespace) -> Settings:
-    settings = load_settings(_config_path(args))
+def load(args: argparse.Namespace, *, optional: bool = False) -> Settings:
+    """The config; with `optional`, the defaults when no file was named and none is here."""
+    path = _config_path(args)
+    if optional and not args.config and not os.environ.get("KEYWATCH_CONFIG") and not os.path.exists(path):
+        return Settings()
+    settings = load_settings(path)
     scrubber: SecretScrubber = args.scrubber
     scrubber.update(_secret_values(settings))
     return settings

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
@@ -54,6 +54,8 @@ class Cycle:
     log_spend: set[str] = field(default_factory=set)  # token ids whose cost comes from log rows
     count_logged: bool = True  # False before watching began: rows then are a baseline, not spend
     unresolved: int = 0  # log rows whose token could not be told (unknown or ambiguous name)
+    fresh: list[RequestRecord] = field(default_factory=list)  # the log rows the store had not seen
+    committed: Callable[[], None] | None = None  # the adapter's hook, for the store to call
 
 
 def ingest(
@@ -69,6 +71,7 @@ def ingest(
     Tokens that appear after it are new tokens, and their spend so far is new spend."""
     states = dict(known)
     cycle = Cycle(provider, now, result.complete, states, seen=len(result.observations))
+    cycle.committed = result.committed
     for obs in result.observations:
         before = states.get(obs.token_id)
         if before is not None and (before.observation is obs or before.observation == obs):
@@ -109,6 +112,7 @@ def apply_logged(cycle: Cycle, fresh: Sequence[RequestRecord]) -> None:
     cost for `log_spend` tokens (the others' cost comes from their counters). Called by the store
     inside the cycle's transaction. Before watching began, rows are a baseline and count nothing.
     (A log-spend token whose list entry was skipped this cycle has its rows stored, not costed.)"""
+    cycle.fresh = list(fresh)
     if not cycle.count_logged or not fresh:
         return
     totals: dict[str, list[float]] = {}
@@ -132,8 +136,8 @@ def apply_logged(cycle: Cycle, fresh: Sequence[RequestRecord]) -> None:
         )
         if token_id in where:
             old = cycle.spend[where[token_id]]
-            cycle.spend[where[token_id]] = replace(
-                old, cost_usd=round(old.cost_usd + cost, 9), requests=old.requests + int(requests)
+            cycle.spend[where[token_id]] = Spend(
+                token_id, old.ts, round(old.cost_usd + cost, 9), old.requests + int(requests), old.gap
             )
         else:
             cycle.spend.append(Spend(token_id, cycle.at, cost, int(requests), False))

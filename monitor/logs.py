@@ -26,7 +26,7 @@ class SecretScrubber(logging.Filter):
 
     def update(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is masked whole.
-        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
+        self.secrets = tuple(sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
