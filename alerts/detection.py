@@ -107,7 +107,11 @@ class Detection:
             if a.fire or lk.fire:
                 hist.mark_anomalous(now, a.window)  # keep the episode out of its own baseline
             found = anomaly_finding(
-                a, provider=provider, token=state.name, rule=rules.anomaly, keep_firing_for=KEEP_FIRING_FOR
+                a,
+                provider=provider,
+                token=state.name,
+                rule=rules.anomaly,
+                keep_firing_for=rules.anomaly.keep_firing_for,
             )
             if found is not None:
                 yield found

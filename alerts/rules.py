@@ -56,12 +56,12 @@ def budget_findings(
     local = datetime.fromtimestamp(now, tz)
     periods = {"day": local.strftime("%Y-%m-%d"), "month": local.strftime("%Y-%m")}
     for s in states:
-        if s.mark is None or not is_live(s):
+        if not is_live(s):
             continue
         budgets = policies.budgets(s)
         for window, spent, limit in (
-            ("day", s.mark.today_usd, budgets.day),
-            ("month", s.mark.month_usd, budgets.month),
+            ("day", s.day_usd, budgets.day),
+            ("month", s.month_usd, budgets.month),
         ):
             if spent is None or not limit or limit <= 0:
                 continue
@@ -101,10 +101,10 @@ def forecast_findings(
     if elapsed < DAY:  # one day of data is too little to project a month from
         return
     for s in states:
-        if s.mark is None or s.mark.month_usd is None or not is_live(s):
+        spent = s.month_usd
+        if spent is None or not is_live(s):
             continue
         limit = policies.budgets(s).month
-        spent = s.mark.month_usd
         if not limit or spent >= limit or spent < 0.1 * limit:
             continue
         rate = spent / elapsed

@@ -153,6 +153,7 @@ class Daemon:
             error_counts=errors,
             last_success=facts.last_success_at if facts else None,
             consecutive_failures=self.reader.consecutive_failures(ps.name),
+            reader=self.reader,
         )
         poller.listeners.append(self.alerts.on_cycle)
         self.pollers[ps.name] = poller

@@ -71,7 +71,7 @@ _KEYS: Final[dict[str, tuple[str, ...]]] = {
         "rules": "budget forecast anomaly leak expiry unused rotation provider_down",
         "rules.budget": "enabled thresholds",
         "rules.forecast": "enabled",
-        "rules.anomaly": "enabled sensitivity min_impact_usd min_impact_pct for min_requests",
+        "rules.anomaly": "enabled sensitivity min_impact_usd min_impact_pct for min_requests keep_firing_for",
         "rules.leak": "enabled for",
         "rules.expiry": "warn_before",
         "rules.unused": "after",
@@ -230,6 +230,7 @@ def _rules(r: _Reader) -> Rules:
             min_impact_pct=anomaly.number("min_impact_pct", d.anomaly.min_impact_pct, ge=0),
             min_requests=anomaly.integer("min_requests", d.anomaly.min_requests, lo=0),
             for_polls=anomaly.integer("for", d.anomaly.for_polls, lo=1),
+            keep_firing_for=anomaly.duration("keep_firing_for", d.anomaly.keep_firing_for, positive=False),
         ),
         leak=LeakRule(
             enabled=leak.boolean("enabled", d.leak.enabled), for_polls=leak.integer("for", 1, lo=1)

@@ -12,14 +12,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from monitor.clock import Clock
 from monitor.ingest import Cycle, ingest
 from monitor.metrics import Exposition
 from monitor.providers.base import PollResult, Provider, ProviderError
-from monitor.store import PollRun, UsageWriter
+from monitor.store import PollRun, UsageReader, UsageWriter
 from monitor.tokens import TokenState
 
 __all__ = ["CycleListener", "CycleReport", "Poller"]
@@ -57,6 +58,7 @@ class Poller:
         error_counts: Mapping[str, int] | None = None,
         last_success: float | None = None,
         consecutive_failures: int = 0,
+        reader: UsageReader | None = None,
     ) -> None:
         self.provider = provider
         self._tz = ZoneInfo(timezone)
@@ -68,6 +70,7 @@ class Poller:
         self.listeners: list[CycleListener] = []
         self.succeeded_once = False
         self.consecutive_failures = consecutive_failures
+        self._reader = reader  # for day/month windows of relays that keep only lifetime counters
         health = exposition.health(provider.name)
         health.errors.update(error_counts or {})
         health.last_success = last_success
@@ -120,6 +123,8 @@ class Poller:
         )
         # The database work runs in a thread so /metrics and the API keep answering meanwhile.
         states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors)
+        if self._reader is not None and any(_needs_windows(st) for st in states.values()):
+            states = await asyncio.to_thread(self._derive_windows, states, now)
         self.states = states
         if result.complete and self.watching_since is None:
             self.watching_since = now
@@ -141,6 +146,20 @@ class Poller:
             extra={"provider": name, "spend_usd": round(sum(s.cost_usd for s in cycle.spend), 6)},
         )
         return CycleReport(name, now, True, result.complete, cycle, states)
+
+    def _derive_windows(self, states: dict[str, TokenState], now: float) -> dict[str, TokenState]:
+        assert self._reader is not None
+        local = datetime.fromtimestamp(now, self._tz)
+        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        sums = self._reader.window_sums(self.provider.name, day.timestamp(), day.replace(day=1).timestamp())
+        out = dict(states)
+        for token_id, st in states.items():
+            if not _needs_windows(st) or st.pk is None:
+                continue
+            day_usd, month_usd = sums.get(st.pk, (0.0, 0.0))
+            if (st.derived_day_usd, st.derived_month_usd) != (day_usd, month_usd):
+                out[token_id] = replace(st, derived_day_usd=day_usd, derived_month_usd=month_usd)
+        return out
 
     async def _fail(self, started: float, reason: str, message: str) -> CycleReport:
         name = self.provider.name
@@ -169,3 +188,10 @@ class Poller:
         return CycleReport(
             name, now, False, False, None, self.states, reason, message, self.consecutive_failures
         )
+
+
+def _needs_windows(state: TokenState) -> bool:
+    """A token whose relay reports spend but no day or month figure."""
+    return state.usage_known and (
+        state.mark is None or (state.mark.today_usd is None and state.mark.month_usd is None)
+    )

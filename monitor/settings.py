@@ -67,6 +67,7 @@ class AnomalyRule:
     min_impact_pct: float = 100.0
     min_requests: int = 10
     for_polls: int = 2  # YAML key `for`
+    keep_firing_for: float = 3600.0  # an anomaly stays firing this long after it clears (no flapping)
 
 
 @dataclass(frozen=True, slots=True)

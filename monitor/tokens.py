@@ -42,9 +42,26 @@ class TokenState:
     requests_total: int = 0
     mark: UsageMark | None = None
     usage_known: bool = False  # has the relay ever told us this token's usage?
+    # Day and month spend from keywatch's own history, for relays that keep only a lifetime
+    # counter (one-api, new-api): what keywatch saw since the window began. Not stored.
+    derived_day_usd: float | None = None
+    derived_month_usd: float | None = None
     # The observation this state was last derived from (not stored): when an adapter hands the
     # very same object again, nothing about the token changed and ingest can skip it.
     observation: Observation | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def day_usd(self) -> float | None:
+        """Spend in the current day window: the relay's figure, else keywatch's own."""
+        if self.mark is not None and self.mark.today_usd is not None:
+            return self.mark.today_usd
+        return self.derived_day_usd
+
+    @property
+    def month_usd(self) -> float | None:
+        if self.mark is not None and self.mark.month_usd is not None:
+            return self.mark.month_usd
+        return self.derived_month_usd
 
     @property
     def env(self) -> str:

@@ -20,8 +20,7 @@ def iso(ts: float | None) -> str | None:
 
 def token_row(s: TokenState, policies: PolicyBook, score: float | None = None) -> dict[str, Any]:
     budgets = policies.budgets(s)
-    today = s.mark.today_usd if s.mark else None
-    month = s.mark.month_usd if s.mark else None
+    today, month = s.day_usd, s.month_usd
     used = [
         spent / limit * 100
         for spent, limit in ((today, budgets.day), (month, budgets.month))

@@ -165,8 +165,8 @@ class Exposition:
             if mark is not None and mark.today_requests is not None:
                 requests_total = f"keywatch_token_requests_total{lb} {s.requests_total}\n"
         for window, spent, limit in (
-            ("day", mark.today_usd if mark else None, budget.day),
-            ("month", mark.month_usd if mark else None, budget.month),
+            ("day", s.day_usd, budget.day),
+            ("month", s.month_usd, budget.month),
         ):
             wl = "{" + base + f',window="{window}"' + "}"
             if spent is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -92,6 +92,9 @@ class PollResult:
     complete: bool = True
     # Request-level rows from the relay's log, possibly overlapping earlier polls' rows.
     requests: Sequence[RequestRecord] = ()
+    # Called once this result is stored: only then does the adapter move its log cursor, so a
+    # cycle that fails to store is read again instead of lost.
+    committed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

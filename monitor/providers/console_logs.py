@@ -37,37 +37,71 @@ def parse_log_row(
     row: Any, *, dialect: Dialect, quota_per_unit: float, ids_by_name: Mapping[str, str]
 ) -> RequestRecord:
     """The row as a record; `request_id` is "" when the row has none (see `with_row_ids`)."""
-    if not isinstance(row, dict):
+    if type(row) is not dict:
         raise Malformed("log row is not an object")
+    get = row.get
+    name, created = get("token_name"), get("created_at")
+    quota, prompt, completion = get("quota", 0), get("prompt_tokens", 0), get("completion_tokens", 0)
+    # The common case in one test per field; anything else goes through the strict reader.
+    if not (
+        type(name) is str
+        and type(created) is int
+        and created > 0
+        and type(quota) is int
+        and quota >= 0
+        and type(prompt) is int
+        and prompt >= 0
+        and type(completion) is int
+        and completion >= 0
+    ):
+        name, created = _name(row), _num(row, "created_at", None)
+        if created <= 0:
+            raise Malformed("log row: missing 'created_at'")
+        quota, prompt, completion = (
+            _num(row, "quota"),
+            _num(row, "prompt_tokens"),
+            _num(row, "completion_tokens"),
+        )
+    if dialect == "newapi":
+        token_number = get("token_id")
+        token_id = (
+            str(token_number) if type(token_number) is int and token_number > 0 else ids_by_name.get(name)
+        )
+        use_time = get("use_time")
+        if type(use_time) is int and use_time >= 0:
+            elapsed: int | None = use_time * 1000
+        else:
+            elapsed = _num(row, "use_time") * 1000 if use_time is not None else None
+    else:
+        token_id = ids_by_name.get(name)
+        elapsed_time = get("elapsed_time")
+        elapsed = (
+            elapsed_time
+            if type(elapsed_time) is int
+            else _num(row, "elapsed_time")
+            if elapsed_time is not None
+            else None
+        )
+    request_id, ip, model = get("request_id"), get("ip"), get("model_name")
+    return RequestRecord(
+        token_id,
+        name,
+        float(created),
+        model if type(model) is str else "",
+        ip if type(ip) is str and ip else None,
+        int(prompt),
+        int(completion),
+        quota / quota_per_unit,
+        elapsed,
+        request_id if type(request_id) is str else "",
+    )
+
+
+def _name(row: Mapping[str, Any]) -> str:
     name = row.get("token_name")
     if not isinstance(name, str):
         raise Malformed("log row: missing 'token_name'")
-    created = _num(row, "created_at", None)
-    if created <= 0:
-        raise Malformed("log row: missing 'created_at'")
-    token_id: str | None = None
-    if dialect == "newapi" and _num(row, "token_id") > 0:
-        token_id = str(row["token_id"])
-    else:
-        token_id = ids_by_name.get(name)
-    if dialect == "newapi":
-        elapsed: int | None = _num(row, "use_time") * 1000 if "use_time" in row else None
-    else:
-        elapsed = _num(row, "elapsed_time") if "elapsed_time" in row else None
-    request_id = row.get("request_id")
-    ip = row.get("ip")
-    return RequestRecord(
-        token_id=token_id,
-        token_name=name,
-        ts=float(created),
-        model=str(row.get("model_name") or ""),
-        ip=ip if isinstance(ip, str) and ip else None,
-        prompt_tokens=_num(row, "prompt_tokens"),
-        completion_tokens=_num(row, "completion_tokens"),
-        cost_usd=_num(row, "quota") / quota_per_unit,
-        elapsed_ms=elapsed,
-        request_id=request_id if isinstance(request_id, str) else "",
-    )
+    return name
 
 
 def with_row_ids(parsed: Sequence[tuple[RequestRecord, Mapping[str, Any]]]) -> list[RequestRecord]:

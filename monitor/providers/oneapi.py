@@ -53,7 +53,7 @@ class OneAPIProvider:
     page_size: ClassVar[int | None] = 10  # fixed by one-api (ItemsPerPage), no total in the answer
     list_params: ClassVar[dict[str, Any]] = {}
     probe_path: ClassVar[str] = "/v1/models"  # a relay call with the key: 401 once refused
-    # Log windows: end LOG_LAG s in the relay's past, re-read LOG_OVERLAP s before the last end.
+    # Log windows end `log_lag` s in the relay's past and re-read `log_overlap` s before the last end.
     log_lag: ClassVar[float] = 5.0
     log_overlap: ClassVar[float] = 60.0
     log_max_span: ClassVar[float] = 3600.0
@@ -86,6 +86,8 @@ class OneAPIProvider:
         )
         self._now = now
         self._ids_by_name: dict[str, str] = {}  # current and earlier names: logs name tokens by name
+        self._overlap_ids: set[str] = set()  # request ids stored last cycle that the next window re-reads
+        self._seen: dict[str, tuple[dict[str, Any] | None, Observation]] = {}  # last cycle's entries
         self._previous: set[str] = set()  # token ids of the last complete list
 
     def _user_id(self, settings: ProviderSettings) -> int | None:
@@ -102,8 +104,10 @@ class OneAPIProvider:
         complete = not skipped and walk.consistent and await self._vanished_really(ids)
         if complete:
             self._previous = ids
-        records, log_skips = await self._poll_logs(relay_now(walk.first, self._now()))
-        return PollResult(observations, [*skipped, *log_skips], complete, requests=records)
+        records, log_skips, committed = await self._poll_logs(relay_now(walk.first, self._now()))
+        return PollResult(
+            observations, [*skipped, *log_skips], complete, requests=records, committed=committed
+        )
 
     async def _prepare(self) -> None:
         """Per-cycle set-up a dialect needs before listing (new-api: its quota_per_unit)."""
@@ -116,23 +120,36 @@ class OneAPIProvider:
         for entry in entries:  # a page that shifted while paging repeats an entry: keep one
             key = str(entry.get("id")) if isinstance(entry, dict) else None
             unique.setdefault(key or f"?{len(unique)}", entry)
-        keys = [(tid, e.get("key")) for tid, e in unique.items() if isinstance(e, dict)]
-        revealed = await self._keys.reveal(self._keys.wanted(keys)) if self._settings.reveal_keys else {}
+        revealed: dict[str, str] = {}
+        if self._settings.reveal_keys:
+            listed = [(tid, e.get("key")) for tid, e in unique.items() if isinstance(e, dict)]
+            revealed = await self._keys.reveal(self._keys.wanted(listed))
         observations: list[Observation] = []
         skipped: list[Skip] = []
+        previous, seen = self._seen, {}
+        qpu = self._quota_per_unit
         for token_id, entry in unique.items():
             listed_key = entry.get("key") if isinstance(entry, dict) else None
             digest = revealed.get(token_id) or self._keys.hash_for(token_id, listed_key)
-            try:
-                obs = parse_console_token(
-                    entry, dialect=self.dialect, quota_per_unit=self._quota_per_unit, key_sha256=digest
-                )
-            except Malformed as exc:
-                label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
-                skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
-                continue
+            # An entry as it was last cycle (its key aside: never kept) parses to the same
+            # Observation; reusing the object also tells ingest that nothing changed.
+            fields = {k: v for k, v in entry.items() if k != "key"} if isinstance(entry, dict) else None
+            before = previous.get(token_id)
+            if before is not None and before[0] == fields and before[1].key_sha256 == digest:
+                obs = before[1]
+            else:
+                try:
+                    obs = parse_console_token(
+                        entry, dialect=self.dialect, quota_per_unit=qpu, key_sha256=digest
+                    )
+                except Malformed as exc:
+                    label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
+                    skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
+                    continue
+            seen[token_id] = (fields, obs)
             observations.append(obs)
             self._ids_by_name[obs.name] = obs.token_id
+        self._seen = seen
         return observations, skipped
 
     async def _vanished_really(self, ids: set[str]) -> bool:
@@ -158,10 +175,13 @@ class OneAPIProvider:
         return True
 
     # --- request log ---------------------------------------------------------------------------
-    async def _poll_logs(self, now: float) -> tuple[list[RequestRecord], list[Skip]]:
+    async def _poll_logs(
+        self, now: float
+    ) -> tuple[list[RequestRecord], list[Skip], Callable[[], None] | None]:
+        """The window's rows, and what to do once they are stored: move the cursor past them."""
         window = self._window.next(now)
         if window is None:
-            return [], []
+            return [], [], None
         start, end = window
         params = {"type": 2, "start_timestamp": start, "end_timestamp": end, **self.list_params}
 
@@ -173,20 +193,35 @@ class OneAPIProvider:
                 page, page_size=self.page_size, concurrency=_PAGE_CONCURRENCY, what="request log"
             )
         except ProviderError as exc:
-            return [], [Skip(LOG_SKIP, exc.reason, str(exc))]  # the window is read again next cycle
+            return [], [Skip(LOG_SKIP, exc.reason, str(exc))], None  # read again next cycle
         parsed = []
         bad = 0
-        qpu, names = self._quota_per_unit, self._ids_by_name
+        qpu, names, stored = self._quota_per_unit, self._ids_by_name, self._overlap_ids
+        overlap_from = end - self._window.overlap
+        carried: set[str] = set()  # request ids of this window that the next one reads again
         for row in walk.items:
+            rid = row.get("request_id") if isinstance(row, dict) else None
+            if rid is not None and rid in stored:
+                # stored by the previous window: parsing it again would be wasted work
+                if _ts(row) >= overlap_from:
+                    carried.add(rid)
+                continue
             try:
-                parsed.append(
-                    (parse_log_row(row, dialect=self.dialect, quota_per_unit=qpu, ids_by_name=names), row)
-                )
+                record = parse_log_row(row, dialect=self.dialect, quota_per_unit=qpu, ids_by_name=names)
             except Malformed:
                 bad += 1
-        self._window.advance(end)
+                continue
+            parsed.append((record, row))
+            if record.request_id and record.ts >= overlap_from:
+                carried.add(record.request_id)
+        records = with_row_ids(parsed)
+
+        def committed() -> None:
+            self._window.advance(end)
+            self._overlap_ids = carried
+
         skips = [Skip(LOG_SKIP, "malformed", f"{bad} log rows without the documented fields")] if bad else []
-        return with_row_ids(parsed), skips
+        return records, skips, committed
 
     # --- quarantine ----------------------------------------------------------------------------
     async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
@@ -230,3 +265,8 @@ class OneAPIProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _ts(row: dict[str, Any]) -> float:
+    value = row.get("created_at")
+    return float(value) if isinstance(value, int | float) else 0.0

@@ -69,20 +69,38 @@ class OpenAIProvider:
             align=60,
         )
         self._now = now
+        self._seen: dict[str, tuple[Any, Observation]] = {}  # last cycle's key entries (no secrets)
+        self._stored: set[tuple[str, str]] = set()  # rows of the last stored window's overlap
 
     async def poll(self) -> PollResult:
         entries, first = await self._list_keys()
         observations: list[Observation] = []
         skipped: list[Skip] = []
+        previous, seen = self._seen, {}
         for entry in entries:
-            try:
-                observations.append(_parse_key(entry))
-            except Malformed as exc:
-                label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
-                skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
+            key_id = entry.get("id") if isinstance(entry, dict) else None
+            before = previous.get(key_id) if isinstance(key_id, str) else None
+            if before is not None and before[0] == entry:
+                obs = before[1]  # the same object tells ingest that nothing changed
+            else:
+                try:
+                    obs = _parse_key(entry)
+                except Malformed as exc:
+                    label = entry.get("name") or key_id if isinstance(entry, dict) else None
+                    skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
+                    continue
+            seen[obs.token_id] = (entry, obs)
+            observations.append(obs)
+        self._seen = seen
         names = {o.token_id: o.name for o in observations}
-        records, usage_skips = await self._poll_usage(relay_now(first, self._now()), names)
-        return PollResult(observations, [*skipped, *usage_skips], complete=not skipped, requests=records)
+        records, usage_skips, committed = await self._poll_usage(relay_now(first, self._now()), names)
+        return PollResult(
+            observations,
+            [*skipped, *usage_skips],
+            complete=not skipped,
+            requests=records,
+            committed=committed,
+        )
 
     async def _list_keys(self) -> tuple[list[Any], RelayResponse]:
         entries: list[Any] = []
@@ -110,18 +128,27 @@ class OpenAIProvider:
             seen.add(last)
             after = last
 
-    async def _poll_usage(self, now: float, names: dict[str, str]) -> tuple[list[RequestRecord], list[Skip]]:
+    async def _poll_usage(
+        self, now: float, names: dict[str, str]
+    ) -> tuple[list[RequestRecord], list[Skip], Callable[[], None] | None]:
+        """The window's usage rows, and what to do once they are stored: move the cursor."""
         await self._usage.calibrate(now)
         window = self._window.next(now)
         if window is None:
-            return [], []
+            return [], [], None
         start, end = window
         try:
-            records = await self._usage.records(start, end, names)
+            records, carried = await self._usage.records(
+                start, end, names, self._stored, int(end - self._window.overlap)
+            )
         except ProviderError as exc:
-            return [], [Skip(USAGE_SKIP, exc.reason, str(exc))]  # read again next cycle
-        self._window.advance(end)
-        return records, []
+            return [], [Skip(USAGE_SKIP, exc.reason, str(exc))], None  # read again next cycle
+
+        def committed() -> None:
+            self._window.advance(end)
+            self._stored = carried
+
+        return records, [], committed
 
     async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
         if not delete:

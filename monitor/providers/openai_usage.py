@@ -22,7 +22,7 @@ from typing import Any
 from monitor.providers.base import ProviderError, RequestRecord
 from monitor.providers.http import RelayHTTP, decode_json
 from monitor.providers.parse import Malformed
-from monitor.providers.pricing import priced_usd
+from monitor.providers.pricing import price_of, priced_usd
 from monitor.secret import Secret
 
 __all__ = ["COST_SETTLE", "DAY", "OpenAIUsage", "calibration_day"]
@@ -74,8 +74,12 @@ class OpenAIUsage:
             if not body.get("has_more") or not isinstance(page, str) or not page:
                 return buckets
 
-    async def records(self, start: int, end: int, names: dict[str, str]) -> list[RequestRecord]:
-        """Priced usage rows of the 1-minute buckets in [start, end)."""
+    async def records(
+        self, start: int, end: int, names: dict[str, str], stored: set[tuple[str, str]], carry_from: int
+    ) -> tuple[list[RequestRecord], set[tuple[str, str]]]:
+        """Priced usage rows of the 1-minute buckets in [start, end), leaving out the (key, row
+        id) pairs in `stored` (the last stored window's overlap: an optimisation, the store keeps
+        rows once anyway); and the pairs from `carry_from` on, which the next window reads again."""
         buckets = await self._pages(
             "/v1/organization/usage/completions",
             {
@@ -88,40 +92,64 @@ class OpenAIUsage:
             },
         )
         out: list[RequestRecord] = []
+        carried: set[tuple[str, str]] = set()
         for bucket in buckets:
             b = bucket.get("start_time")
             results = bucket.get("results")
             if not isinstance(b, int) or not isinstance(results, list):
                 raise ProviderError("malformed", "usage bucket without start_time/results")
+            carry = b >= carry_from
             for r in results:
-                if not isinstance(r, dict) or not isinstance(r.get("api_key_id"), str):
+                key_id = r.get("api_key_id") if isinstance(r, dict) else None
+                if not isinstance(key_id, str):
                     continue  # usage without a key (e.g. ChatGPT-side) is nobody's token here
+                pair = (key_id, f"{b}:{r.get('model') or ''}")
+                if carry:
+                    carried.add(pair)
+                if pair in stored:
+                    continue
                 try:
                     out.append(self._record(b, r, names))
                 except Malformed as exc:
                     raise ProviderError("malformed", str(exc)) from None
-        return out
+        return out, carried
 
     def _record(self, bucket: int, r: dict[str, Any], names: dict[str, str]) -> RequestRecord:
-        model = str(r.get("model") or "")
-        tokens_in, cached, tokens_out = (
-            _int(r, "input_tokens"),
-            _int(r, "input_cached_tokens"),
-            _int(r, "output_tokens"),
+        get = r.get
+        model = get("model") or ""
+        tokens_in, cached, tokens_out, requests = (
+            get("input_tokens"),
+            get("input_cached_tokens") or 0,
+            get("output_tokens"),
+            get("num_model_requests"),
         )
+        if not (
+            type(tokens_in) is int
+            and type(cached) is int
+            and type(tokens_out) is int
+            and type(requests) is int
+        ):
+            tokens_in, cached = _int(r, "input_tokens"), _int(r, "input_cached_tokens")
+            tokens_out, requests = _int(r, "output_tokens"), _int(r, "num_model_requests")
+        if min(tokens_in, cached, tokens_out, requests) < 0:
+            raise Malformed("usage result: negative counts")
         key_id = r["api_key_id"]
+        price = price_of(str(model))
+        listed = (
+            max(tokens_in - cached, 0) * price.input + cached * price.cached_input + tokens_out * price.output
+        ) / 1e6
         return RequestRecord(
-            token_id=key_id,
-            token_name=names.get(key_id, ""),
-            ts=float(bucket),
-            model=model,
-            ip=None,
-            prompt_tokens=tokens_in,
-            completion_tokens=tokens_out,
-            cost_usd=round(priced_usd(model, tokens_in, cached, tokens_out) * self.factor, 9),
-            elapsed_ms=None,
-            request_id=f"{bucket}:{model}",
-            requests=_int(r, "num_model_requests"),
+            key_id,
+            names.get(key_id, ""),
+            float(bucket),
+            str(model),
+            None,
+            tokens_in,
+            tokens_out,
+            round(listed * self.factor, 9),
+            None,
+            f"{bucket}:{model}",
+            requests,
         )
 
     async def calibrate(self, relay_now: float) -> None:

@@ -152,6 +152,21 @@ class UsageReader:
             ).all()
         return [(str(r[0]), str(r[1]), float(r[2]), str(r[3]), r[4], int(r[5]), float(r[6])) for r in rows]
 
+    def window_sums(
+        self, provider: str, day_start: float, month_start: float
+    ) -> dict[int, tuple[float, float]]:
+        """token pk -> (spend since day_start, spend since month_start), from keywatch's own
+        history: raw deltas where they are kept, hourly rollups for the month's older hours."""
+        sql = (
+            "SELECT t.id, "
+            "COALESCE((SELECT SUM(d.cost_usd) FROM usage_deltas d WHERE d.token_pk = t.id AND d.ts > ?), 0), "
+            "COALESCE((SELECT SUM(h.cost_usd) FROM usage_hourly h WHERE h.token_pk = t.id AND h.hour >= ?), 0) "
+            "FROM tokens t WHERE t.provider = ?"
+        )
+        with self._engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, (day_start, int(month_start), provider)).all()
+        return {int(r[0]): (round(float(r[1]), 9), round(float(r[2]), 9)) for r in rows}
+
     def count_rows(self, table: str) -> int:
         if table not in {"tokens", "usage_deltas", "usage_hourly", "poll_runs", "request_log"}:
             raise ValueError(table)

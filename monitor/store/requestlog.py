@@ -1,14 +1,17 @@
 """Request-log rows of one cycle into `request_log`, returning the rows the store did not have.
 
 Log windows overlap (and the first window after a restart re-reads rows stored before it), so the
-same row arrives more than once. The unique key (token_pk, request_id) makes storing idempotent
+same row arrives more than once. The key (token_pk, request_id) makes storing idempotent
 (INSERT OR IGNORE); which rows were new is read before inserting, in the same transaction, so
-their cost and requests are counted exactly once.
+their cost and requests are counted exactly once. A row's time never changes, so a row newer
+than the newest stored one cannot be stored yet: only the others are looked up (by key when they
+are few — adapters leave out rows they know were stored — else by one indexed time range).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 
 from sqlalchemy import Connection
 
@@ -21,13 +24,19 @@ _COLUMNS = (
     "token_pk, ts, model, ip, prompt_tokens, completion_tokens, cost_usd, elapsed_ms, request_id, requests"
 )
 _INSERT = f"INSERT OR IGNORE INTO request_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-# A scratch table per connection: the incoming keys, joined against the unique index.
-_SCRATCH = (
-    "CREATE TEMP TABLE IF NOT EXISTS kw_incoming (idx INTEGER PRIMARY KEY, token_pk INTEGER, request_id TEXT)"
-)
-_KNOWN = (
-    "SELECT i.idx FROM kw_incoming i JOIN request_log r "
-    "ON r.token_pk = i.token_pk AND r.request_id = i.request_id"
+_STORED = "SELECT token_pk, request_id FROM request_log WHERE ts >= ? AND ts <= ?"
+_BY_KEYS = "SELECT token_pk, request_id FROM request_log WHERE (token_pk, request_id) IN (VALUES "
+_BY_KEY, _CHUNK = 2000, 400  # up to this many candidates are looked up by key, this many a query
+_VALUES = attrgetter(
+    "ts",
+    "model",
+    "ip",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "elapsed_ms",
+    "request_id",
+    "requests",
 )
 
 
@@ -35,41 +44,28 @@ def store_requests(
     conn: Connection, records: Sequence[RequestRecord], states: Mapping[str, TokenState]
 ) -> list[RequestRecord]:
     """Insert the records whose token has a database id; return those that were not stored yet."""
-    unique: dict[tuple[int, str], RequestRecord] = {}
+    pks = {token_id: s.pk for token_id, s in states.items() if s.pk is not None}
+    incoming: dict[tuple[int, str], RequestRecord] = {}
     for rec in records:
-        state = states.get(rec.token_id) if rec.token_id is not None else None
-        if state is None or state.pk is None:
-            continue
-        unique.setdefault((state.pk, rec.request_id), rec)  # a row twice in one window: once
-    if not unique:
+        pk = pks.get(rec.token_id) if rec.token_id is not None else None
+        if pk is not None:
+            incoming.setdefault((pk, rec.request_id), rec)  # a row twice in one window: once
+    if not incoming:
         return []
-    keys = list(unique)
-    conn.exec_driver_sql(_SCRATCH)
-    conn.exec_driver_sql("DELETE FROM kw_incoming")
-    conn.exec_driver_sql(
-        "INSERT INTO kw_incoming (idx, token_pk, request_id) VALUES (?, ?, ?)",
-        [(i, pk, rid) for i, (pk, rid) in enumerate(keys)],
-    )
-    known = {row[0] for row in conn.exec_driver_sql(_KNOWN)}
-    conn.exec_driver_sql("DELETE FROM kw_incoming")
-    fresh = [(keys[i], unique[keys[i]]) for i in range(len(keys)) if i not in known]
+    newest = conn.exec_driver_sql("SELECT MAX(ts) FROM request_log").scalar()
+    maybe = [(key, r.ts) for key, r in incoming.items() if newest is not None and r.ts <= newest]
+    stored: set[tuple[int, str]] = set()
+    if len(maybe) > _BY_KEY:
+        lo = min(ts for _, ts in maybe)
+        stored = set(map(tuple, conn.exec_driver_sql(_STORED, (lo, newest)).fetchall()))
+    else:
+        for i in range(0, len(maybe), _CHUNK):
+            chunk = maybe[i : i + _CHUNK]
+            sql = _BY_KEYS + ", ".join(["(?, ?)"] * len(chunk)) + ")"
+            stored.update(
+                map(tuple, conn.exec_driver_sql(sql, tuple(x for key, _ in chunk for x in key)).fetchall())
+            )
+    fresh = [(key, r) for key, r in incoming.items() if key not in stored]
     if fresh:
-        conn.exec_driver_sql(
-            _INSERT,
-            [
-                (
-                    pk,
-                    r.ts,
-                    r.model,
-                    r.ip,
-                    r.prompt_tokens,
-                    r.completion_tokens,
-                    r.cost_usd,
-                    r.elapsed_ms,
-                    r.request_id,
-                    r.requests,
-                )
-                for (pk, _), r in fresh
-            ],
-        )
+        conn.exec_driver_sql(_INSERT, [(pk, *_VALUES(r)) for (pk, _), r in fresh])
     return [r for _, r in fresh]

@@ -8,12 +8,13 @@ rows at all: only new tokens, changed tokens and non-zero spend are written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine
 
 from monitor.ingest import Cycle, apply_logged
+from monitor.providers.base import RequestRecord
 from monitor.store.codec import TOKEN_COLUMNS, state_to_row
 from monitor.store.requestlog import store_requests
 from monitor.tokens import TokenState
@@ -85,16 +86,32 @@ class UsageWriter:
                 conn.exec_driver_sql(_INSERT_DELTA, deltas)
                 conn.exec_driver_sql(_UPSERT_HOURLY, _hourly(deltas))
             self._finish(conn, run, errors, first_complete=run.complete)
+        if cycle.committed is not None:
+            cycle.committed()  # stored for good: the adapter may move its log cursor now
         return states
 
-    def write_history(self, points: Iterable[tuple[int, float, float, int]]) -> int:
-        """Back-fill usage (token pk, ts, cost, requests) recorded elsewhere: the demo's seeded
-        weeks, an import. Same tables and rollups as live cycles; counters are left alone."""
+    def write_history(
+        self,
+        points: Iterable[tuple[int, float, float, int]],
+        *,
+        records: Sequence[RequestRecord] = (),
+        states: Mapping[str, TokenState] | None = None,
+        watched_since: float | None = None,
+    ) -> int:
+        """Back-fill usage recorded elsewhere (the demo's seeded weeks, an import): points are
+        (token pk, ts, cost, requests), records are request-log rows of the `states` tokens. Same
+        tables and rollups as live cycles; counters are left alone. `watched_since` moves the
+        tokens' first-seen time back, so the rules treat the imported weeks as watched."""
         deltas = [(pk, ts, cost, requests, False) for pk, ts, cost, requests in points if cost or requests]
-        if deltas:
-            with self._engine.begin() as conn:
+        with self._engine.begin() as conn:
+            if deltas:
                 conn.exec_driver_sql(_INSERT_DELTA, deltas)
                 conn.exec_driver_sql(_UPSERT_HOURLY, _hourly(deltas))
+            if records and states is not None:
+                store_requests(conn, records, states)
+            if watched_since is not None and states is not None:
+                pks = [(watched_since, s.pk) for s in states.values() if s.pk is not None]
+                conn.exec_driver_sql("UPDATE tokens SET first_seen = MIN(first_seen, ?) WHERE id = ?", pks)
         return len(deltas)
 
     def write_failure(self, run: PollRun, errors: Mapping[str, int]) -> None:
