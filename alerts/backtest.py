@@ -128,26 +128,33 @@ class _Fleet:
         self._day: dict[str, tuple[tuple[int, int, int], float, int]] = {}
         self._month: dict[str, tuple[tuple[int, int], float]] = {}
 
-    def book(self, u: _Usage) -> None:
-        state = self.states.get(u.token) or _state(self.provider, u.token, {}, u.ts)
-        local = datetime.fromtimestamp(u.ts, self.tz)
-        day_key, month_key = (local.year, local.month, local.day), (local.year, local.month)
-        d_key, d_cost, d_req = self._day.get(u.token, (day_key, 0.0, 0))
-        if d_key != day_key:
-            d_cost, d_req = 0.0, 0
-        m_key, m_cost = self._month.get(u.token, (month_key, 0.0))
-        if m_key != month_key:
-            m_cost = 0.0
-        d_cost, d_req, m_cost = d_cost + u.cost, d_req + u.requests, m_cost + u.cost
-        self._day[u.token] = (day_key, d_cost, d_req)
-        self._month[u.token] = (month_key, m_cost)
-        self.states[u.token] = replace(
+    def book(self, token: str, lines: list[_Usage]) -> None:
+        """One poll's lines of one token (in time order) into its windows and counters."""
+        state = self.states.get(token) or _state(self.provider, token, {}, lines[0].ts)
+        d_key, d_cost, d_req = self._day.get(token, ((0, 0, 0), 0.0, 0))
+        m_key, m_cost = self._month.get(token, ((0, 0), 0.0))
+        cost, requests = 0.0, 0
+        last_used = state.last_used_at
+        for u in lines:
+            local = datetime.fromtimestamp(u.ts, self.tz)
+            day_key, month_key = (local.year, local.month, local.day), (local.year, local.month)
+            if d_key != day_key:
+                d_key, d_cost, d_req = day_key, 0.0, 0
+            if m_key != month_key:
+                m_key, m_cost = month_key, 0.0
+            d_cost, d_req, m_cost = d_cost + u.cost, d_req + u.requests, m_cost + u.cost
+            cost, requests = cost + u.cost, requests + u.requests
+            if u.requests or u.cost:
+                last_used = u.ts
+        self._day[token] = (d_key, d_cost, d_req)
+        self._month[token] = (m_key, m_cost)
+        self.states[token] = replace(
             state,
-            last_used_at=u.ts if u.requests or u.cost else state.last_used_at,
-            status="active" if state.status == "unused" else state.status,
-            spend_total_usd=round(state.spend_total_usd + u.cost, 9),
-            requests_total=state.requests_total + u.requests,
-            mark=UsageMark(u.ts, round(d_cost, 9), round(m_cost, 9), d_req),
+            last_used_at=last_used,
+            status="active" if state.status == "unused" and last_used else state.status,
+            spend_total_usd=round(state.spend_total_usd + cost, 9),
+            requests_total=state.requests_total + requests,
+            mark=UsageMark(lines[-1].ts, round(d_cost, 9), round(m_cost, 9), d_req),
             usage_known=True,
         )
 
@@ -243,8 +250,9 @@ async def _replay(
         spend: list[Spend] = []
         records: list[RequestRecord] = []
         u = carry[name] or next(pending[name], None)
+        by_token: dict[str, list[_Usage]] = {}
         while u is not None and u.ts <= at:
-            fleet.book(u)
+            by_token.setdefault(u.token, []).append(u)
             if u.cost or u.requests:
                 spend.append(Spend(u.token, u.ts, u.cost, u.requests, False))
             if u.model or u.ip:
@@ -256,6 +264,8 @@ async def _replay(
                 n += 1
             u = next(pending[name], None)
         carry[name] = u
+        for token, lines in by_token.items():
+            fleet.book(token, lines)
         cycle = Cycle(name, at, True, dict(fleet.states), spend=spend, requests=records, fresh=records)
         await alerts.on_cycle(CycleReport(name, at, True, True, cycle, cycle.states))
         alerts.pipeline.tick(at)

@@ -151,9 +151,8 @@ class Detection:
 
 
 def _new_history(state: TokenState, started_at: float) -> TokenHistory:
-    # What the relay says about the time before keywatch watched: a token that was never used is
-    # idle since its creation, so waking it after months reads as dormant from the first poll.
-    idle_since = (
-        state.created_at if state.status == "unused" or state.last_used_at is None else state.last_used_at
-    )
+    # What the relay says about the time before keywatch watched: a token it calls unused has been
+    # idle since its creation, so waking it after months reads as dormant from the first poll. A
+    # token with no last-use time and no "unused" status tells nothing (a backtest's, say).
+    idle_since = state.created_at if state.status == "unused" else state.last_used_at
     return TokenHistory(started_at, idle_since=idle_since)
