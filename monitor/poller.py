@@ -95,6 +95,7 @@ class Poller:
                 await listener(report)
             except Exception:
                 log.exception("a cycle listener failed for provider %s", name)
+        self._exposition.invalidate()  # listeners (the alert engine) change what /metrics shows
         return report
 
     async def _store(self, result: PollResult, started: float) -> CycleReport:
