@@ -31,7 +31,16 @@ def test_metrics_match_what_the_relay_served(tmp_path: Path) -> None:
     sim_port, port = free_port(), free_port()
     sim, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
     cfg = simulator_config(tmp_path / "kw.yaml", sim_port=sim_port, listen_port=port, db=tmp_path / "kw.db")
-    with keywatch("simulate", "--listen", f"127.0.0.1:{sim_port}", "--tokens", "30", "--seed", "3", log=tmp_path / "sim.log"):
+    with keywatch(
+        "simulate",
+        "--listen",
+        f"127.0.0.1:{sim_port}",
+        "--tokens",
+        "30",
+        "--seed",
+        "3",
+        log=tmp_path / "sim.log",
+    ):
         wait_for(lambda: httpx.get(f"{sim}/_sim/truth").status_code == 200, what="the simulator")
         with keywatch("-c", str(cfg), "run", log=tmp_path / "kw.log") as daemon:
             wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="/readyz")
@@ -67,7 +76,16 @@ def test_kill_9_then_restart_keeps_counting(tmp_path: Path) -> None:
     sim_port, port = free_port(), free_port()
     sim, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
     cfg = simulator_config(tmp_path / "kw.yaml", sim_port=sim_port, listen_port=port, db=tmp_path / "kw.db")
-    with keywatch("simulate", "--listen", f"127.0.0.1:{sim_port}", "--tokens", "20", "--seed", "5", log=tmp_path / "sim.log"):
+    with keywatch(
+        "simulate",
+        "--listen",
+        f"127.0.0.1:{sim_port}",
+        "--tokens",
+        "20",
+        "--seed",
+        "5",
+        log=tmp_path / "sim.log",
+    ):
         wait_for(lambda: httpx.get(f"{sim}/_sim/truth").status_code == 200, what="the simulator")
         with keywatch("-c", str(cfg), "run", log=tmp_path / "kw1.log") as daemon:
             wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="/readyz")
@@ -82,7 +100,9 @@ def test_kill_9_then_restart_keeps_counting(tmp_path: Path) -> None:
             truth = {t["name"]: t for t in httpx.get(f"{sim}/_sim/truth").json()["tokens"]}
             samples = metric_samples(httpx.get(f"{base}/metrics").text)
             totals = {
-                dict(labels)["token"]: v for (name, labels), v in samples.items() if name == "keywatch_token_spend_usd_total"
+                dict(labels)["token"]: v
+                for (name, labels), v in samples.items()
+                if name == "keywatch_token_spend_usd_total"
             }
             assert totals
             for name, total in totals.items():
@@ -91,8 +111,12 @@ def test_kill_9_then_restart_keeps_counting(tmp_path: Path) -> None:
 
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text("providers:\n  - name: lz\n    kind: laozhang\n    base_url: http://x\n    admin_token: a\n    poll_interval: 5 minutes\n")
+    cfg.write_text(
+        "providers:\n  - name: lz\n    kind: laozhang\n    base_url: http://x\n    admin_token: a\n    poll_interval: 5 minutes\n"
+    )
     with keywatch("-c", str(cfg), "check-config", log=tmp_path / "out.log") as proc:
         assert proc.wait(timeout=30) == 2
     lines = (tmp_path / "out.log").read_text().strip().splitlines()
-    assert lines == ["config error: providers[0].poll_interval: invalid duration '5 minutes' (use e.g. 30s, 5m, 1h, 14d)"]
+    assert lines == [
+        "config error: providers[0].poll_interval: invalid duration '5 minutes' (use e.g. 30s, 5m, 1h, 14d)"
+    ]

@@ -94,7 +94,9 @@ def test_provider_health_histogram_and_contributed_families() -> None:
     health.errors["http_5xx"] = 3
     health.observe_duration(0.3)
     health.observe_duration(7.0)
-    exp.add_source(lambda: [Family("keywatch_notifications_total", "counter", "n", [({"outcome": "sent"}, 4)])])
+    exp.add_source(
+        lambda: [Family("keywatch_notifications_total", "counter", "n", [({"outcome": "sent"}, 4)])]
+    )
     parsed = samples(exp.render())
     assert value(parsed, "keywatch_provider_up", provider="lz") == 1
     assert value(parsed, "keywatch_poll_errors_total", provider="lz", reason="http_5xx") == 3
@@ -123,4 +125,7 @@ def test_unchanged_tokens_reuse_their_rendered_lines() -> None:
     exp.set_tokens("lz", {"key_1": s})
     assert exp.render() == first
     exp.set_tokens("lz", {"key_1": state("dev-a-b-2026-01", usage_known=True, spend_total_usd=2.0)})
-    assert value(samples(exp.render()), "keywatch_token_spend_usd_total", provider="lz", token="dev-a-b-2026-01") == 2.0
+    assert (
+        value(samples(exp.render()), "keywatch_token_spend_usd_total", provider="lz", token="dev-a-b-2026-01")
+        == 2.0
+    )

@@ -80,7 +80,9 @@ def test_month_rollover_in_the_relays_time_zone() -> None:
 
 def test_day_figure_only_relay() -> None:
     prev = UsageMark(ts("2026-11-10T10:00:00"), 1.0, None)
-    assert usage_delta(prev, obs(1.25, None), ts("2026-11-10T10:01:00"), UTC_TZ, is_new=False).cost_usd == 0.25
+    assert (
+        usage_delta(prev, obs(1.25, None), ts("2026-11-10T10:01:00"), UTC_TZ, is_new=False).cost_usd == 0.25
+    )
     crossed = usage_delta(prev, obs(0.5, None), ts("2026-11-11T00:05:00"), UTC_TZ, is_new=False)
     assert crossed.cost_usd == 0.5 and crossed.gap
 
@@ -116,7 +118,9 @@ def test_first_poll_sets_a_starting_point_without_inventing_spend() -> None:
 def test_a_token_created_after_watching_began_counts_its_spend() -> None:
     first = ingest({}, poll(obs(1.0, 1.0)), provider="lz", now=T0, tz=UTC_TZ, watching_since=None)
     newcomer = obs(0.7, 0.7, 3, token_id="key_2", name="dev-app-batch-2026-11")
-    second = ingest(first.states, poll(obs(1.0, 1.0), newcomer), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0)
+    second = ingest(
+        first.states, poll(obs(1.0, 1.0), newcomer), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0
+    )
     assert [(s.token_id, s.cost_usd, s.requests) for s in second.spend] == [("key_2", 0.7, 3)]
     assert second.new == ["key_2"]
     assert second.changed == []  # key_1 was idle: no row to rewrite
@@ -134,7 +138,9 @@ def test_renamed_token_keeps_its_history_and_counter() -> None:
 
 def test_vanished_token_is_marked_deleted_only_after_a_complete_poll() -> None:
     first = ingest({}, poll(obs(1.0, 10.0)), provider="lz", now=T0, tz=UTC_TZ, watching_since=None)
-    partial = ingest(first.states, poll(complete=False), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0)
+    partial = ingest(
+        first.states, poll(complete=False), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0
+    )
     assert partial.vanished == [] and partial.states["key_1"].status == "active"
     full = ingest(first.states, poll(), provider="lz", now=T0 + 120, tz=UTC_TZ, watching_since=T0)
     assert full.vanished == ["key_1"]
@@ -144,9 +150,13 @@ def test_vanished_token_is_marked_deleted_only_after_a_complete_poll() -> None:
 
 def test_token_without_usage_figures_keeps_its_mark_and_exports_no_fake_zero() -> None:
     first = ingest({}, poll(obs(1.0, 10.0)), provider="lz", now=T0, tz=UTC_TZ, watching_since=None)
-    blind = ingest(first.states, poll(obs(None, None)), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0)
+    blind = ingest(
+        first.states, poll(obs(None, None)), provider="lz", now=T0 + 60, tz=UTC_TZ, watching_since=T0
+    )
     assert blind.states["key_1"].mark == first.states["key_1"].mark
-    later = ingest(blind.states, poll(obs(1.2, 10.2)), provider="lz", now=T0 + 120, tz=UTC_TZ, watching_since=T0)
+    later = ingest(
+        blind.states, poll(obs(1.2, 10.2)), provider="lz", now=T0 + 120, tz=UTC_TZ, watching_since=T0
+    )
     assert [s.cost_usd for s in later.spend] == [pytest.approx(0.2)]
     never = ingest({}, poll(obs(None, None)), provider="lz", now=T0, tz=UTC_TZ, watching_since=None)
     assert not never.states["key_1"].usage_known

@@ -48,11 +48,17 @@ async def no_sleep(_: float) -> None:
     return None
 
 
-def provider(handler: Callable[[httpx.Request], httpx.Response], **kw: object) -> tuple[LaozhangProvider, Recorder]:
+def provider(
+    handler: Callable[[httpx.Request], httpx.Response], **kw: object
+) -> tuple[LaozhangProvider, Recorder]:
     rec = Recorder(handler)
     client = httpx.AsyncClient(transport=httpx.MockTransport(rec))
     settings = ProviderSettings(
-        name="lz", kind="laozhang", base_url="https://relay.test", admin_token=Secret("admin-secret"), **kw  # type: ignore[arg-type]
+        name="lz",
+        kind="laozhang",
+        base_url="https://relay.test",
+        admin_token=Secret("admin-secret"),
+        **kw,  # type: ignore[arg-type]
     )
     http = RelayHTTP(client, settings.base_url, retries=settings.retries, sleep=no_sleep)
     return LaozhangProvider(settings, http), rec
@@ -105,9 +111,16 @@ async def test_5xx_and_429_are_retried_honouring_retry_after() -> None:
         waits.append(seconds)
 
     rec = Recorder(lambda r: answers.pop(0))
-    settings = ProviderSettings(name="lz", kind="laozhang", base_url="https://relay.test", admin_token=Secret("a"))
+    settings = ProviderSettings(
+        name="lz", kind="laozhang", base_url="https://relay.test", admin_token=Secret("a")
+    )
     retried: list[str] = []
-    http = RelayHTTP(httpx.AsyncClient(transport=httpx.MockTransport(rec)), settings.base_url, sleep=sleep, on_retry=retried.append)
+    http = RelayHTTP(
+        httpx.AsyncClient(transport=httpx.MockTransport(rec)),
+        settings.base_url,
+        sleep=sleep,
+        on_retry=retried.append,
+    )
     result = await LaozhangProvider(settings, http).poll()
     assert len(result.observations) == 1
     assert retried == ["http_5xx", "rate_limited"]

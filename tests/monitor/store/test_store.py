@@ -45,7 +45,9 @@ def run(provider: str, now: float, *, seen: int = 0) -> PollRun:
     return PollRun(provider, "laozhang", now, now, ok=True, complete=True, seen=seen)
 
 
-def cycle_and_write(writer: UsageWriter, states: dict, result: PollResult, now: float, watching: float | None) -> dict:
+def cycle_and_write(
+    writer: UsageWriter, states: dict, result: PollResult, now: float, watching: float | None
+) -> dict:
     cycle = ingest(states, result, provider="lz", now=now, tz=UTC, watching_since=watching)
     return writer.write_cycle(cycle, run("lz", now, seen=cycle.seen), {})
 
@@ -137,7 +139,9 @@ WRITER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("kill_after", [0.35, 0.8, 1.3])
-def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path: Path, kill_after: float) -> None:
+def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(
+    tmp_path: Path, kill_after: float
+) -> None:
     db = tmp_path / "kw.db"
     start = T0
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
@@ -166,7 +170,9 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(tmp_path: P
     assert {s.spend_total_usd for s in states.values()} == {float(int(last - start))}
     # ...and equals its start plus the sum of its stored deltas.
     with engine.connect() as conn:
-        sums = conn.exec_driver_sql("SELECT SUM(cost_usd) FROM usage_deltas GROUP BY token_pk").scalars().all()
+        sums = (
+            conn.exec_driver_sql("SELECT SUM(cost_usd) FROM usage_deltas GROUP BY token_pk").scalars().all()
+        )
     assert set(sums) == {float(int(last - start)) - 1.0}  # the first cycle set the start point (1.0)
     # Resuming from the store counts the interrupted cycle exactly once.
     resume_at = last + 5
