@@ -302,12 +302,17 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"keywatch backtest: {args.input}: {exc}", file=sys.stderr)
         return 2
+    quiet = [logging.getLogger(n) for n in ("alerts", "keywatch.alerts", "keywatch.response")]
+    levels = [q.level for q in quiet]
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        # Every replayed notification would be logged: the output file is the record instead.
-        for name in ("alerts", "keywatch.alerts", "keywatch.response"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for q in quiet:  # every replayed notification would be logged: the output is the record
+            q.setLevel(logging.WARNING)
     started = time.monotonic()
-    rows = asyncio.run(run_backtest(data, settings))
+    try:
+        rows = asyncio.run(run_backtest(data, settings))
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     took = time.monotonic() - started
     if args.json:
         _print_json(rows)

@@ -66,7 +66,7 @@ def _late_evening() -> float:
 async def _demo(duration: float, listen: str, data_dir: str | None) -> int:
     workdir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="keywatch-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    relay = make_relay(tokens=TOKENS, seed=7, speed=SPEED, start=_late_evening())
+    relay = make_relay(tokens=TOKENS, seed=7, speed=SPEED, start=_late_evening(), step=20.0)
     sim = await serve(relay, "127.0.0.1", 0, flavor="newapi")
     cast = Cast.choose(relay)
     settings = _settings(relay, sim.url, workdir, listen, cast)
@@ -171,7 +171,7 @@ def _seed_history(relay: SimulatedRelay, daemon: Daemon) -> int:
         if state is None or tok.archetype in (Archetype.IDLE, Archetype.DORMANT):
             continue
         for day in range(HISTORY_DAYS):
-            ts = since + day * 86400 + 43200
+            ts = since + (day + 1) * 86400 - 1800  # the last day's rows just before now: no log backlog
             for i, ip in enumerate(tok.ips):
                 model = tok.models[i % len(tok.models)]
                 records.append(
@@ -219,7 +219,8 @@ class Story:
         self.spend = 0.0
         self.sent: Counter[str] = Counter()
         self.hygiene = 0
-        self.leak_at: float | None = None
+        self.leak_poll: int | None = None
+        self.leak_due = False
         self.quarantined_after: int | None = None
 
     async def play(self, duration: float) -> None:
@@ -267,10 +268,13 @@ class Story:
             )
 
     def _leak_act(self) -> None:
+        self.leak_due = True  # started right after the next poll, so "polls since" is exact
+
+    def _start_leak(self) -> None:
+        self.leak_due = False
         tok = self.cast.leaked
         if tok:
             self.relay.start_leak(tok.id, multiplier=20)
-            self.leak_at = self.relay.now()
             self.leak_poll = self.polls
             _say(
                 self.relay,
@@ -280,6 +284,10 @@ class Story:
     # --- narration ----------------------------------------------------------------------------
     async def on_cycle(self, report: CycleReport) -> None:
         self.polls += 1
+        if self.leak_poll is not None and self.quarantined_after is None and self._quarantined():
+            self.quarantined_after = self.polls - self.leak_poll  # polls that ran since the leak began
+        if self.leak_due:
+            self._start_leak()
         if not report.ok or report.cycle is None:
             _say(self.relay, f"poll of {report.provider} failed: {report.error_reason}")
             return
@@ -290,6 +298,11 @@ class Story:
         tops = ", ".join(f"{report.states[s.token_id].name} ${s.cost_usd:.2f}" for s in top)
         if self.polls % 3 == 0 or total > 2:
             _say(self.relay, f"poll {self.polls:3d}: {report.cycle.seen} tokens, +${total:6.2f}  {tops}")
+
+    def _quarantined(self) -> bool:
+        name = self.cast.leaked.name if self.cast.leaked else None
+        rows = self.daemon.alerts.responder.history(limit=20)
+        return any(r["token"] == name and r["state"] in ("done", "pending_verification") for r in rows)
 
     def on_notification(self, sent: object) -> None:
         title, body = str(getattr(sent, "title", "")), str(getattr(sent, "body", ""))
@@ -304,15 +317,6 @@ class Story:
             if not line or line.startswith(("Sent because", "value:", "Firing (", "Resolved (")):
                 continue
             print(f"            {line}")
-        if (
-            "leak_suspected" in title
-            and "quarantined" in body
-            and self.quarantined_after is None
-            and self.leak_poll is not None
-        ):
-            self.quarantined_after = self.polls - self.leak_poll
-
-    leak_poll: int | None = None
 
     def summary(self, workdir: Path, daemon: Daemon) -> None:
         print()
@@ -321,12 +325,12 @@ class Story:
         sent = ", ".join(f"{rule} {n}" for rule, n in self.sent.most_common()) or "none"
         print(f"  alerts notified  : {sent}")
         if self.cast.leaked:
-            after = (
-                f"within {self.quarantined_after} polls of the leak"
-                if self.quarantined_after is not None
+            when = (
+                f"{self.quarantined_after} poll(s) after the leak began"
+                if self.quarantined_after
                 else "not yet"
             )
-            print(f"  quarantined      : {self.cast.leaked.name}, {after}")
+            print(f"  quarantined      : {self.cast.leaked.name}, {when}")
         states = [s for p in daemon.pollers.values() for s in p.states.values()]
         findings = daemon.alerts.audit(states)
         print(
