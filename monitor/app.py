@@ -139,7 +139,10 @@ class Daemon:
         def count_retry(reason: str) -> None:
             health.retries[reason] = health.retries.get(reason, 0) + 1
 
-        provider = build_provider(ps, client, on_retry=count_retry)
+        # Request logs resume right after the newest stored row: a restart neither re-reads nor skips.
+        provider = build_provider(
+            ps, client, on_retry=count_retry, log_cursor=self.reader.log_cursor(ps.name)
+        )
         facts = self.reader.providers().get(ps.name)
         errors = {reason: n for (p, reason), n in self.reader.poll_error_counts().items() if p == ps.name}
         poller = Poller(

@@ -45,27 +45,47 @@ def store_requests(
 ) -> list[RequestRecord]:
     """Insert the records whose token has a database id; return those that were not stored yet."""
     pks = {token_id: s.pk for token_id, s in states.items() if s.pk is not None}
-    incoming: dict[tuple[int, str], RequestRecord] = {}
+    newest = conn.exec_driver_sql("SELECT MAX(ts) FROM request_log").scalar()
+    horizon = float("-inf") if newest is None else newest
+    seen: set[tuple[int, str]] = set()
+    rows: list[tuple[object, ...]] = []
+    fresh: list[RequestRecord] = []
+    maybe: list[tuple[tuple[int, str], RequestRecord]] = []  # old enough to be stored already
     for rec in records:
         pk = pks.get(rec.token_id) if rec.token_id is not None else None
-        if pk is not None:
-            incoming.setdefault((pk, rec.request_id), rec)  # a row twice in one window: once
-    if not incoming:
-        return []
-    newest = conn.exec_driver_sql("SELECT MAX(ts) FROM request_log").scalar()
-    maybe = [(key, r.ts) for key, r in incoming.items() if newest is not None and r.ts <= newest]
-    stored: set[tuple[int, str]] = set()
+        if pk is None:
+            continue
+        key = (pk, rec.request_id)
+        if key in seen:
+            continue  # a row twice in one window: once
+        seen.add(key)
+        if rec.ts <= horizon:
+            maybe.append((key, rec))
+        else:
+            rows.append((pk, *_VALUES(rec)))
+            fresh.append(rec)
+    if maybe:
+        stored = _stored(conn, maybe, horizon)
+        for key, rec in maybe:
+            if key not in stored:
+                rows.append((key[0], *_VALUES(rec)))
+                fresh.append(rec)
+    if rows:
+        conn.exec_driver_sql(_INSERT, rows)
+    return fresh
+
+
+def _stored(
+    conn: Connection, maybe: list[tuple[tuple[int, str], RequestRecord]], newest: float
+) -> set[tuple[int, str]]:
+    """Which of these keys the store has: by key when they are few, else by one time range."""
     if len(maybe) > _BY_KEY:
-        lo = min(ts for _, ts in maybe)
-        stored = set(map(tuple, conn.exec_driver_sql(_STORED, (lo, newest)).fetchall()))
-    else:
-        for i in range(0, len(maybe), _CHUNK):
-            chunk = maybe[i : i + _CHUNK]
-            sql = _BY_KEYS + ", ".join(["(?, ?)"] * len(chunk)) + ")"
-            stored.update(
-                map(tuple, conn.exec_driver_sql(sql, tuple(x for key, _ in chunk for x in key)).fetchall())
-            )
-    fresh = [(key, r) for key, r in incoming.items() if key not in stored]
-    if fresh:
-        conn.exec_driver_sql(_INSERT, [(pk, *_VALUES(r)) for (pk, _), r in fresh])
-    return [r for _, r in fresh]
+        lo = min(rec.ts for _, rec in maybe)
+        return set(map(tuple, conn.exec_driver_sql(_STORED, (lo, newest)).fetchall()))
+    stored: set[tuple[int, str]] = set()
+    for i in range(0, len(maybe), _CHUNK):
+        chunk = maybe[i : i + _CHUNK]
+        sql = _BY_KEYS + ", ".join(["(?, ?)"] * len(chunk)) + ")"
+        params = tuple(x for key, _ in chunk for x in key)
+        stored.update(map(tuple, conn.exec_driver_sql(sql, params).fetchall()))
+    return stored

@@ -45,7 +45,9 @@ def keywatch(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m monitor ARGS` with output to `log`; terminated (then killed) on exit."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", *args], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
         try:
             yield proc
         finally:
@@ -58,18 +60,36 @@ def keywatch(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
                     proc.wait()
 
 
-def simulator_config(path: Path, *, sim_port: int, listen_port: int, db: Path, interval: str = "1s", extra: str = "") -> Path:
+# What each simulator flavour needs beyond the admin token (tests/e2e/test_flavors.py).
+FLAVOR_SETTINGS = {
+    "laozhang": "",
+    "oneapi": "",
+    "newapi": "\n    user_id: 1",
+    "openai": "\n    project_id: proj_sim",
+}
+
+
+def simulator_config(
+    path: Path,
+    *,
+    sim_port: int,
+    listen_port: int,
+    db: Path,
+    interval: str = "1s",
+    extra: str = "",
+    kind: str = "laozhang",
+) -> Path:
     path.write_text(
         f"""
 database: sqlite:///{db}
 listen: 127.0.0.1:{listen_port}
 providers:
   - name: sim
-    kind: laozhang
+    kind: {kind}
     base_url: http://127.0.0.1:{sim_port}
     admin_token: {SIM_ADMIN}
     poll_interval: {interval}
-    timeout: 5s
+    timeout: 5s{FLAVOR_SETTINGS[kind]}
 {extra}
 """
     )
