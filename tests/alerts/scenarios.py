@@ -10,7 +10,7 @@ Two uses:
 - unit tests build single-token histories with `history(...)` and inspect the detectors;
 - `generate(seed)` builds a labelled fleet (usage lines + a truth dict in score.py's format +
   business-hours policies), for `python -m tests.alerts.scenarios --seed N --out DIR`, which also
-  replays it through alerts.replay_eval and scores it with the shared score.py if present.
+  replays it through `keywatch backtest`'s engine and scores it with the shared score.py if present.
 """
 
 from __future__ import annotations
@@ -633,19 +633,29 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="generate, replay and score a synthetic fleet")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--leak-for", type=int, default=1)
     ap.add_argument("--score", default="/work/shared/detection/score.py")
     args = ap.parse_args(argv)
-    from alerts.replay_eval import ReplayConfig, replay
-    from monitor.settings import TokenPolicy
+    import asyncio
+
+    from alerts.backtest import read_input, run_backtest
+    from monitor.secret import Secret
+    from monitor.settings import ProviderSettings, Response, Settings, TokenPolicy
 
     sc = generate(args.seed)
     write(sc, args.out)
-    cfg = ReplayConfig(
-        leak_for=args.leak_for,
-        policies=tuple(TokenPolicy(match=k, business_hours=v) for k, v in sc.business_hours.items()),
+    provider = ProviderSettings(
+        name="default",
+        kind="laozhang",
+        base_url="http://x.invalid",
+        admin_token=Secret(""),
+        poll_interval=900,
     )
-    alerts = replay(sc.lines, cfg)
+    settings = Settings(
+        providers=(provider,),
+        tokens=tuple(TokenPolicy(match=k, business_hours=v) for k, v in sc.business_hours.items()),
+        response=Response(auto_revoke=True),
+    )
+    alerts = asyncio.run(run_backtest(read_input([json.dumps(line) for line in sc.lines]), settings))
     path = os.path.join(args.out, "alerts.jsonl")
     with open(path, "w") as f:
         for a in alerts:

@@ -59,6 +59,9 @@ async def test_every_leak_is_quarantined_and_nothing_else(fleet: Scenario) -> No
     assert leaks and quarantined == leaks
     firing = {(r["rule"], r["token"]) for r in rows if r["state"] == "firing"}
     assert all(("leak_suspected", t) in firing for t in leaks)
+    spikes = [t for t, e in events(fleet).items() if e["type"] == "spike"]
+    caught = [t for t in spikes if ("spend_anomaly", t) in firing or ("leak_suspected", t) in firing]
+    assert len(caught) >= len(spikes) - 1  # a one-hour x6 spike is at the edge of `for: 2`
 
 
 async def test_protected_tokens_are_alerted_not_quarantined(fleet: Scenario) -> None:

@@ -292,19 +292,29 @@ def test_a_disabled_rule_is_quiet() -> None:
     assert not any(r.fire or r.signals for r in results)
 
 
-# --- a whole synthetic fleet ---------------------------------------------------------------------------
-
-
-def test_a_synthetic_fleet_replays_with_every_leak_caught_and_no_false_quarantine() -> None:
-    """Our own generator (not the shared sample), small: 8 leaks, 7 spikes, 4 lookalikes."""
+async def test_a_synthetic_fleet_replays_with_every_leak_caught_and_no_false_quarantine() -> None:
+    """Our own generator (not the shared sample), small: 8 leaks, 7 spikes, 4 lookalikes, replayed
+    through `keywatch backtest`'s engine."""
     from datetime import datetime
 
-    from alerts.replay_eval import ReplayConfig, replay
+    import orjson
+
+    from alerts.backtest import read_input, run_backtest
+    from monitor.secret import Secret
+    from monitor.settings import ProviderSettings, Response, Settings
     from tests.alerts.scenarios import generate
 
     sc = generate(seed=21, clean=6)
     policies = tuple(TokenPolicy(match=k, business_hours=v) for k, v in sc.business_hours.items())
-    alerts = replay(sc.lines, ReplayConfig(policies=policies))
+    provider = ProviderSettings(
+        name="default",
+        kind="laozhang",
+        base_url="http://x.invalid",
+        admin_token=Secret(""),
+        poll_interval=900,
+    )
+    settings = Settings(providers=(provider,), tokens=policies, response=Response(auto_revoke=True))
+    alerts = await run_backtest(read_input([orjson.dumps(line) for line in sc.lines]), settings)
     events: dict[str, dict[str, object]] = sc.truth["events"]  # type: ignore[assignment]
 
     def ts(v: object) -> float:
