@@ -9,7 +9,7 @@ relay's day rolls over during the demo. The story, at fractions of the run:
   anomaly, not a leak; it resolves once the rate is back to normal.
 - 20 %: a dev token's batch job blows through its daily budget; the alert resolves at midnight,
   when the budget period rolls over.
-- 45 %: the key of a dormant dev token leaks: someone spends 20x from addresses never seen
+- 45 %: the key of a dormant token leaks: someone spends 20x from addresses never seen
   before, on expensive models. keywatch quarantines it within two polls and says what to do.
 
 Notifications are printed the way a chat target would receive them; the hygiene audit closes it.
