@@ -120,3 +120,35 @@ def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert lines == [
         "config error: providers[0].poll_interval: invalid duration '5 minutes' (use e.g. 30s, 5m, 1h, 14d)"
     ]
+
+
+def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_on_a_bad_one(tmp_path: Path) -> None:
+    sim_port, port = free_port(), free_port()
+    sim, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
+    cfg = simulator_config(tmp_path / "kw.yaml", sim_port=sim_port, listen_port=port, db=tmp_path / "kw.db")
+    original = cfg.read_text()
+    args = ("simulate", "--listen", f"127.0.0.1:{sim_port}", "--tokens", "8", "--seed", "9")
+    with keywatch(*args, log=tmp_path / "sim.log"):
+        wait_for(lambda: httpx.get(f"{sim}/_sim/truth").status_code == 200, what="the simulator")
+        with keywatch("-c", str(cfg), "run", log=tmp_path / "kw.log") as daemon:
+            wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="/readyz")
+            name = httpx.get(f"{sim}/_sim/truth").json()["tokens"][0]["name"]
+            budget = (
+                "keywatch_token_budget_usd",
+                frozenset({("provider", "sim"), ("token", name), ("window", "day")}),
+            )
+
+            def day_budget() -> float | None:
+                return metric_samples(httpx.get(f"{base}/metrics").text).get(budget)
+
+            cfg.write_text(original + f"tokens:\n  - match: '{name}'\n    budget: {{daily_usd: 12345}}\n")
+            daemon.send_signal(signal.SIGHUP)
+            wait_for(lambda: day_budget() == 12345, what="the reloaded budget on /metrics")
+
+            cfg.write_text(original + "tokens:\n  - match: 'x'\n    budget: {daily_usd: lots}\n")
+            daemon.send_signal(signal.SIGHUP)
+            log = tmp_path / "kw.log"
+            wait_for(lambda: "keeping the running config" in log.read_text(), what="the reload to be refused")
+            assert daemon.poll() is None  # still running
+            assert day_budget() == 12345  # and still on the last good config
+            assert httpx.get(f"{base}/readyz").status_code == 200
