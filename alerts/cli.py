@@ -34,6 +34,7 @@ from monitor.policy import PolicyBook
 from monitor.providers import ProviderError, build_provider, make_client
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, open_engine
+from monitor.store.reader import TokenLookupError
 from monitor.table import render_table
 
 __all__ = ["Handler", "register"]
@@ -194,18 +195,11 @@ def _notify_test(args: argparse.Namespace, settings: Settings) -> int:
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings.database)
     try:
-        matches = UsageReader(engine).find_tokens(args.token)
-        if not matches:
-            print(
-                f"keywatch revoke: no token named {args.token!r} (has `keywatch run` polled it?)",
-                file=sys.stderr,
-            )
-            return 1
-        if len(matches) > 1:
-            names = ", ".join(f"{m.provider}/{m.name}" for m in matches)
-            print(f"keywatch revoke: {args.token!r} is ambiguous: {names}", file=sys.stderr)
-            return 2
-        token = matches[0]
+        try:
+            token = UsageReader(engine).find_one(args.token)
+        except TokenLookupError as exc:
+            print(f"keywatch revoke: {exc}", file=sys.stderr)
+            return exc.code
         provider_settings = next((p for p in settings.providers if p.name == token.provider), None)
         if provider_settings is None:
             print(f"keywatch revoke: provider {token.provider!r} is not in the config", file=sys.stderr)

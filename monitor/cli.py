@@ -19,6 +19,7 @@ from monitor.config import ConfigError, load_settings, summarize
 from monitor.durations import parse_duration
 from monitor.logs import SecretScrubber, configure_logging
 from monitor.settings import Settings
+from monitor.store.reader import TokenLookupError
 
 __all__ = ["main"]
 
@@ -203,15 +204,11 @@ def _history(args: argparse.Namespace) -> int:
         print(f"keywatch history: --since: {exc}", file=sys.stderr)
         return 2
     reader = _reader(settings)
-    matches = reader.find_tokens(args.token)
-    if not matches:
-        print(f"keywatch history: no token named {args.token!r}", file=sys.stderr)
-        return 1
-    if len(matches) > 1:
-        names = ", ".join(f"{m.provider}/{m.name}" for m in matches)
-        print(f"keywatch history: {args.token!r} is ambiguous: {names}", file=sys.stderr)
-        return 2
-    token = matches[0]
+    try:
+        token = reader.find_one(args.token)
+    except TokenLookupError as exc:
+        print(f"keywatch history: {exc}", file=sys.stderr)
+        return exc.code
     assert token.pk is not None
     # Raw deltas while they are kept, hourly rollups beyond.
     raw = since >= time.time() - settings.retention.raw

@@ -9,7 +9,16 @@ from sqlalchemy import Engine
 from monitor.store.codec import TOKEN_COLUMNS, row_to_state
 from monitor.tokens import TokenState
 
-__all__ = ["HistoryPoint", "LoggedRequest", "ProviderFacts", "UsageReader"]
+__all__ = ["HistoryPoint", "LoggedRequest", "ProviderFacts", "TokenLookupError", "UsageReader"]
+
+
+class TokenLookupError(LookupError):
+    """A token name that matches no token, or several; `code` is the CLI exit status."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 _SELECT_TOKENS = f"SELECT id, {', '.join(TOKEN_COLUMNS)} FROM tokens"
 
@@ -91,6 +100,16 @@ class UsageReader:
         params = (token, provider) if provider else (token,)
         with self._engine.connect() as conn:
             return [row_to_state(r) for r in conn.exec_driver_sql(sql, params)]
+
+    def find_one(self, name: str) -> TokenState:
+        """The one token named `name` (or `provider/name`); TokenLookupError says why not."""
+        matches = self.find_tokens(name)
+        if not matches:
+            raise TokenLookupError(f"no token named {name!r} (has `keywatch run` polled it?)", code=1)
+        if len(matches) > 1:
+            names = ", ".join(f"{m.provider}/{m.name}" for m in matches)
+            raise TokenLookupError(f"{name!r} is ambiguous: {names}", code=2)
+        return matches[0]
 
     def hourly(self, token_pk: int, since: float) -> list[HistoryPoint]:
         with self._engine.connect() as conn:
