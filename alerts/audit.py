@@ -322,7 +322,6 @@ class DigestSchedule:
         self._engine = engine
         self.every = every
         self._name = name
-        _METADATA.create_all(engine, checkfirst=True)
 
     def load(self) -> float | None:
         """When the digest was last sent (epoch seconds), or None if never."""

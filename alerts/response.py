@@ -93,7 +93,6 @@ class Responder:
         self.policies = policies
         self._providers = providers
         self._provider_action = provider_action  # per-provider override of response.action
-        METADATA.create_all(engine, checkfirst=True)
 
     def reconfigure(self, settings: Response, policies: PolicyBook) -> None:
         self.settings, self.policies = settings, policies

@@ -3,7 +3,7 @@
 Each public method is one transaction, committed before it returns, so whatever acts on its
 result (a notification, a transition) acts on durable state: a kill -9 at any point leaves the
 database at a step boundary. SQLAlchemy Core on a private MetaData keeps these tables apart from
-monitor's models; `ensure_schema()` is idempotent.
+monitor's models. The DDL is in `monitor.store.migrations`, with every other table.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from alerts.matchers import Matcher
 from alerts.model import AlertState, Severity
 from alerts.records import Alert, LogEntry, OutboxItem, OutboxState, Silence
+from monitor.store import apply_migrations
 
 __all__ = ["METADATA", "OUTCOMES", "TABLE_NAMES", "AlertStore"]
 
@@ -106,7 +107,8 @@ class AlertStore:
         self._engine = engine
 
     def ensure_schema(self) -> None:
-        METADATA.create_all(self._engine, checkfirst=True)
+        """The tables come from keywatch's one schema history (`monitor.store.migrations`)."""
+        apply_migrations(self._engine)
 
     # -- alert states --------------------------------------------------------------------------
 

@@ -1,35 +1,18 @@
-"""Opening the database: engine, SQLite pragmas, and the ordered named migrations."""
+"""Opening the database: engine, SQLite pragmas, and the schema brought up to date.
+
+The schema is `monitor.store.migrations`: one ordered history of fixed DDL for every table,
+each migration applied in its own transaction and recorded in `schema_migrations`."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlmodel import SQLModel
+from sqlalchemy import Engine, create_engine, event, text
 
-from monitor.store import schema  # noqa: F401  (registers the tables on SQLModel.metadata)
+from monitor.store.migrations import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "open_engine"]
-
-Migration = Callable[[Connection], None]
-
-
-def _initial(conn: Connection) -> None:
-    names = ("tokens", "usage_deltas", "usage_hourly", "poll_runs", "providers", "poll_errors")
-    SQLModel.metadata.create_all(conn, tables=[SQLModel.metadata.tables[n] for n in names])
-
-
-def _request_log(conn: Connection) -> None:
-    SQLModel.metadata.create_all(conn, tables=[SQLModel.metadata.tables["request_log"]])
-
-
-# Append only: a migration that has shipped is never edited or reordered.
-MIGRATIONS: list[tuple[str, Migration]] = [
-    ("0001_initial", _initial),
-    ("0002_request_log", _request_log),
-]
+__all__ = ["MIGRATIONS", "apply_migrations", "open_engine"]
 
 
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
@@ -63,14 +46,15 @@ def apply_migrations(engine: Engine) -> list[str]:
             )
         )
         done = {row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))}
-    for name, migration in MIGRATIONS:
-        if name in done:
+    for migration in MIGRATIONS:
+        if migration.name in done:
             continue
         with engine.begin() as conn:
-            migration(conn)
+            for statement in migration.statements:
+                conn.exec_driver_sql(statement)
             conn.execute(
                 text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
-                {"n": name, "t": time.time()},
+                {"n": migration.name, "t": time.time()},
             )
-        applied.append(name)
+        applied.append(migration.name)
     return applied

@@ -419,7 +419,7 @@ def test_schedule_is_due_weekly_across_restarts(tmp_path: Path) -> None:
 
 
 def test_schedule_interval_is_configurable(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'kw.db'}")
+    engine = open_engine(f"sqlite:///{tmp_path / 'kw.db'}")
     try:
         schedule = DigestSchedule(engine, every=3600)
         schedule.save(NOW)

@@ -49,7 +49,7 @@ class Store:
 
 
 def test_the_migration_is_appended_not_edited() -> None:
-    assert [name for name, _ in MIGRATIONS][:2] == ["0001_initial", "0002_request_log"]
+    assert [m.name for m in MIGRATIONS][:2] == ["0001_initial", "0002_request_log"]
 
 
 def test_rows_before_watching_began_are_a_baseline(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
     open_engine(url).dispose()
     with sqlite3.connect(tmp_path / "kw.db") as conn:
         names = [name for (name,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
-        assert names == [name for name, _ in MIGRATIONS]
+        assert names == [m.name for m in MIGRATIONS]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 
