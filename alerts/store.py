@@ -86,6 +86,7 @@ notification_outbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=False),
     sa.Column("sent_at", sa.Float),
     sa.Column("delivered", sa.JSON, nullable=False),
+    sa.Column("severity", sa.String, nullable=False, default="info"),
     sa.Index("ix_notification_outbox_due", "state", "next_attempt_at"),
     sqlite_autoincrement=True,
 )

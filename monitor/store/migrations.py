@@ -209,9 +209,29 @@ _ALERT_TABLES = (
 )""",
 )
 
+# Dips are corrections, not resets (monitor.spend): the high-water mark of each window within its
+# period, where it differs from the figure shown (NULL: the same), and the dollars taken back.
+_SPEND_CORRECTIONS = (
+    "ALTER TABLE tokens ADD COLUMN corrections_usd_total FLOAT NOT NULL DEFAULT 0",
+    "ALTER TABLE tokens ADD COLUMN mark_peak_today_usd FLOAT",
+    "ALTER TABLE tokens ADD COLUMN mark_peak_month_usd FLOAT",
+    "ALTER TABLE tokens ADD COLUMN mark_peak_total_usd FLOAT",
+    "ALTER TABLE tokens ADD COLUMN mark_peak_today_requests INTEGER",
+)
+
+# Critical and security notices are retried until delivered, lower ones expire: the outbox row
+# says which. Rows queued before this migration get the severity their Apprise type implies.
+_OUTBOX_SEVERITY = (
+    "ALTER TABLE notification_outbox ADD COLUMN severity VARCHAR NOT NULL DEFAULT 'info'",
+    "UPDATE notification_outbox SET severity = CASE notify_type "
+    "WHEN 'failure' THEN 'critical' WHEN 'warning' THEN 'warning' ELSE 'info' END",
+)
+
 # Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _INITIAL),
     Migration("0002_request_log", _REQUEST_LOG),
     Migration("0003_alert_tables", _ALERT_TABLES),
+    Migration("0004_spend_corrections", _SPEND_CORRECTIONS),
+    Migration("0005_outbox_severity", _OUTBOX_SEVERITY),
 )

@@ -44,6 +44,12 @@ class TokenRow(SQLModel, table=True):
     mark_month_usd: float | None = None
     mark_today_requests: int | None = None
     mark_total_usd: float | None = None
+    corrections_usd_total: float = 0.0  # dollars the relay took back (refunds, re-rating)
+    # The window's high-water mark in its period, where it differs from the figure shown above.
+    mark_peak_today_usd: float | None = None
+    mark_peak_month_usd: float | None = None
+    mark_peak_total_usd: float | None = None
+    mark_peak_today_requests: int | None = None
 
 
 class UsageDeltaRow(SQLModel, table=True):
