@@ -25,7 +25,7 @@ from alerts.records import OutboxItem, Transition
 from alerts.response import Responder
 from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
 from alerts.state import AlertTracker, no_data_for_providers
-from alerts.store import AlertStore
+from alerts.store import OUTCOMES, AlertStore
 from monitor.clock import Clock
 from monitor.metrics import Family
 from monitor.policy import PolicyBook
@@ -126,14 +126,15 @@ class AlertEngine:
             log.info("audit digest (no target tagged %r, logged only): %s", DIGEST_TAG, title)
         else:
             item = OutboxItem(
-                None,
-                now,
-                "audit-digest",
-                DIGEST_TAG,
-                (DIGEST_TAG,),
-                title,
-                body,
-                digest_notify_type(findings),
+                id=None,
+                created_at=now,
+                group_key="audit-digest",
+                receiver=DIGEST_TAG,
+                tags=(DIGEST_TAG,),
+                title=title,
+                body=body,
+                notify_type=digest_notify_type(findings),
+                severity="info",  # a week's hygiene report: it may expire, the next one covers it
             )
             self.pipeline.outbox.enqueue(item)
         self._digest.save(now)
@@ -292,7 +293,9 @@ class AlertEngine:
             ({"rule": r, "severity": s}, float(n)) for (r, s), n in sorted(self.firing_counts().items())
         ]
         counts = self.pipeline.counts()
-        notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in ("sent", "failed", "suppressed")]
+        notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in OUTCOMES]
+        backlog = self.pipeline.backlog(self.clock.now())
+        pending = [({"severity": s}, float(n)) for s, n in backlog.by_severity.items()]
         revocations = []
         done = self.responder.counts()
         paused = self.responder.settings.auto_revoke and self.responder.paused()
@@ -319,8 +322,21 @@ class AlertEngine:
             Family(
                 "keywatch_notifications_total",
                 "counter",
-                "Notifications by outcome (sent, failed after every retry, suppressed by a silence or inhibition).",
+                "Notifications by outcome (sent; failed: no target has the tags; expired: an info or "
+                "warning notice undelivered for a day; suppressed by a silence or inhibition).",
                 notifications,
+            ),
+            Family(
+                "keywatch_notifications_pending",
+                "gauge",
+                "Notifications not delivered yet (pending or being sent), by severity.",
+                pending,
+            ),
+            Family(
+                "keywatch_notification_oldest_pending_seconds",
+                "gauge",
+                "Age of the oldest notification not delivered yet; 0 when none waits.",
+                [({}, backlog.oldest_age)],
             ),
         ]
 

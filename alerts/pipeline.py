@@ -3,8 +3,10 @@
     process(transitions, alerts)   after each evaluation: remember states, count muted transitions,
                                    start group timers for firing alerts
     tick(now)                      flush due groups: mute -> group -> decide (notification log) ->
-                                   render -> log entry + outbox row in one transaction
-    flush(now)                     send due outbox rows (retries, backoff, at-least-once)
+                                   render -> log entry + outbox row in one transaction; the row
+                                   carries the group's highest severity (firing or resolved)
+    flush(now)                     send due outbox rows (retries, backoff, at-least-once; critical
+                                   and security until delivered, lower ones expire: alerts.outbox)
     run_sender(stop)               tick + flush every second until `stop` is set
 
 Time comes from the injected Clock or an explicit `now`; tests drive tick/flush by hand.
@@ -21,9 +23,9 @@ from dataclasses import dataclass
 from alerts.grouping import NO_REPEAT_RULES, AlertGroup, Dispatcher, decide
 from alerts.mute import Muter, Silences
 from alerts.notify import Notifier
-from alerts.outbox import FlushReport, Outbox, RetryPolicy
+from alerts.outbox import EXPIRE_AFTER, Backlog, FlushReport, Outbox, RetryPolicy
 from alerts.records import Alert, LogEntry, OutboxItem, Transition
-from alerts.render import notify_type_for, render
+from alerts.render import notify_type_for, render, severity_for
 from alerts.store import AlertStore
 from monitor.clock import Clock
 from monitor.settings import Notify, Settings
@@ -54,7 +56,7 @@ class NotificationPipeline:
         *,
         clock: Clock,
         muter: Muter | None = None,
-        max_attempts: int = 8,
+        expire_after: float = EXPIRE_AFTER,
         no_repeat_rules: Iterable[str] = NO_REPEAT_RULES,
         recover: bool = True,
     ) -> None:
@@ -66,7 +68,7 @@ class NotificationPipeline:
         self._no_repeat = frozenset(no_repeat_rules)
         self.muter = muter if muter is not None else Muter(Silences(store))
         self.dispatcher = Dispatcher(notify)
-        policy = RetryPolicy(cap=notify.group_interval, max_attempts=max_attempts)
+        policy = RetryPolicy(cap=notify.group_interval, expire_after=expire_after)
         self.outbox = Outbox(store, notifier, policy=policy, recover=recover)
         self._deliverable = notifier.has_targets
         self._log: dict[tuple[str, str], LogEntry] = store.load_log()
@@ -79,7 +81,7 @@ class NotificationPipeline:
         self.dispatcher = Dispatcher(notify)
         self.outbox.notifier = notifier
         self.outbox.policy = RetryPolicy(
-            cap=notify.group_interval, max_attempts=self.outbox.policy.max_attempts
+            cap=notify.group_interval, expire_after=self.outbox.policy.expire_after
         )
         self._deliverable = notifier.has_targets
 
@@ -187,6 +189,7 @@ class NotificationPipeline:
                 title=title,
                 body=body,
                 notify_type=notify_type_for(rendered),
+                severity=severity_for(rendered),
                 next_attempt_at=now,
             )
         else:
@@ -215,9 +218,15 @@ class NotificationPipeline:
     # -- housekeeping --------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """keywatch_notifications_total{outcome}: sent, failed, suppressed (survive restarts)."""
+        """keywatch_notifications_total{outcome}: sent, failed, expired, suppressed (survive
+        restarts)."""
         return self.outbox.counts()
 
+    def backlog(self, now: float | None = None) -> Backlog:
+        """keywatch_notifications_pending{severity} and keywatch_notification_oldest_pending_seconds."""
+        return self.outbox.backlog(self._clock.now() if now is None else now)
+
     def prune(self, now: float, *, keep: float = 7 * 86400.0) -> int:
-        """Drop finished outbox rows older than `keep` seconds (the counters keep their totals)."""
+        """Drop finished (sent, failed, expired) outbox rows older than `keep` seconds (the counters
+        keep their totals)."""
         return self._store.prune_outbox(now - keep)

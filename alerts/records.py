@@ -21,7 +21,8 @@ __all__ = [
     "Transition",
 ]
 
-OutboxState = Literal["pending", "sending", "sent", "failed"]
+# expired: an info or warning notice given up after alerts.outbox.EXPIRE_AFTER undelivered.
+OutboxState = Literal["pending", "sending", "sent", "failed", "expired"]
 SilenceStatus = Literal["pending", "active", "expired"]
 
 
@@ -123,6 +124,7 @@ class OutboxItem:
     title: str
     body: str
     notify_type: str  # Apprise NotifyType value: info | success | warning | failure
+    severity: Severity  # decides the retry rule: critical and security are never given up
     state: OutboxState = "pending"
     attempts: int = 0
     next_attempt_at: float = 0.0

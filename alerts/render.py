@@ -8,10 +8,11 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import urlencode
 
 from alerts.grouping import AlertGroup
+from alerts.model import Severity
 from alerts.records import Alert
 from monitor.settings import Notify, Settings
 
-__all__ = ["GRAFANA_TOKEN_DASHBOARD", "notify_type_for", "render"]
+__all__ = ["GRAFANA_TOKEN_DASHBOARD", "notify_type_for", "render", "severity_for"]
 
 # The token dashboard in dashboards/grafana (uid keywatch-token), with its provider/token variables.
 GRAFANA_TOKEN_DASHBOARD = "/d/keywatch-token/keywatch-token"
@@ -67,6 +68,13 @@ def notify_type_for(group: AlertGroup) -> str:
         return "success"
     top = max(_RANK.get(a.severity, 0) for a in group.firing)
     return "failure" if top >= _RANK["critical"] else "warning" if top == _RANK["warning"] else "info"
+
+
+def severity_for(group: AlertGroup) -> Severity:
+    """The outbox row's severity, which decides whether it may ever be given up: the highest among
+    firing *and* resolved alerts — the all-clear for a critical alert matters as much as the alarm."""
+    alerts = (*group.firing, *group.resolved)
+    return max((a.severity for a in alerts), key=lambda s: _RANK.get(s, 0), default="info")
 
 
 def _ordered(alerts: Iterable[Alert]) -> list[Alert]:

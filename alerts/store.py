@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -100,7 +100,11 @@ notification_counter = sa.Table(
 )
 
 TABLE_NAMES = tuple(sorted(METADATA.tables))
-OUTCOMES = ("sent", "failed", "suppressed")
+# keywatch_notifications_total{outcome}: failed is a permanent error (no target has the tags),
+# expired an info/warning notice given up on age (alerts.outbox), suppressed muted by a silence.
+OUTCOMES = ("sent", "failed", "expired", "suppressed")
+_FINAL_STATES: tuple[OutboxState, ...] = ("sent", "failed", "expired")  # counted, then prunable
+_UNDELIVERED: tuple[OutboxState, ...] = ("pending", "sending")
 
 
 class AlertStore:
@@ -256,7 +260,7 @@ class AlertStore:
                 .where(notification_outbox.c.id == item_id, notification_outbox.c.state == "sending")
                 .values(**values)
             )
-            if state in ("sent", "failed"):
+            if state in _FINAL_STATES:
                 _bump(conn, state, 1)
 
     def requeue_sending(self) -> int:
@@ -283,12 +287,35 @@ class AlertStore:
         with self._engine.connect() as conn:
             return cast(float | None, conn.execute(query).scalar())
 
+    def pending_counts(self) -> dict[Severity, int]:
+        """Undelivered rows (pending or sending) by severity; severities with none are absent.
+        One COUNT ... GROUP BY over the state index: cheap enough for every scrape."""
+        o = notification_outbox.c
+        query = (
+            sa.select(o.severity, o.notify_type, sa.func.count())
+            .where(o.state.in_(_UNDELIVERED))
+            .group_by(o.severity, o.notify_type)  # notify_type too: _severity() reads both
+        )
+        counts: dict[Severity, int] = {}
+        with self._engine.connect() as conn:
+            for severity, notify_type, n in conn.execute(query).all():
+                key = _severity(severity, notify_type)
+                counts[key] = counts.get(key, 0) + int(n)
+        return counts
+
+    def oldest_pending(self) -> float | None:
+        """created_at of the oldest undelivered row (pending or sending), None when there is none."""
+        o = notification_outbox.c
+        query = sa.select(sa.func.min(o.created_at)).where(o.state.in_(_UNDELIVERED))
+        with self._engine.connect() as conn:
+            return cast(float | None, conn.execute(query).scalar())
+
     def prune_outbox(self, before: float) -> int:
-        """Drop sent and failed rows older than `before` (their counts stay in the counters)."""
+        """Drop finished rows (sent, failed, expired) older than `before`; the counters keep them."""
         with self._engine.begin() as conn:
             result = conn.execute(
                 notification_outbox.delete().where(
-                    notification_outbox.c.state.in_(("sent", "failed")),
+                    notification_outbox.c.state.in_(_FINAL_STATES),
                     notification_outbox.c.created_at < before,
                 )
             )
@@ -432,6 +459,7 @@ def _outbox_to_row(i: OutboxItem) -> dict[str, Any]:
         "title": i.title,
         "body": i.body,
         "notify_type": i.notify_type,
+        "severity": i.severity,
         "state": i.state,
         "attempts": i.attempts,
         "next_attempt_at": i.next_attempt_at,
@@ -451,6 +479,7 @@ def _outbox_from_row(r: Mapping[Any, Any]) -> OutboxItem:
         title=r["title"],
         body=r["body"],
         notify_type=r["notify_type"],
+        severity=_severity(r["severity"], r["notify_type"]),
         state=cast(OutboxState, r["state"]),
         attempts=r["attempts"],
         next_attempt_at=r["next_attempt_at"],
@@ -458,6 +487,23 @@ def _outbox_from_row(r: Mapping[Any, Any]) -> OutboxItem:
         sent_at=r["sent_at"],
         delivered=frozenset(_json(r["delivered"])),
     )
+
+
+_SEVERITIES: frozenset[str] = frozenset(get_args(Severity))
+# What 0005_outbox_severity backfilled from: the Apprise type a severity is sent with.
+_IMPLIED_BY_TYPE: dict[str, Severity] = {"failure": "critical", "warning": "warning"}
+
+
+def _severity(stored: Any, notify_type: str) -> Severity:
+    """A row's severity as the outbox acts on it. A row written by a release that did not know the
+    column (still running against a migrated, shared database) got the DEFAULT 'info': its Apprise
+    type `failure` still says it is a critical notice, and a critical notice must never expire."""
+    implied = _IMPLIED_BY_TYPE.get(notify_type, "info")
+    if stored not in _SEVERITIES:
+        return implied
+    if implied == "critical" and stored not in ("critical", "security"):
+        return "critical"
+    return cast(Severity, stored)
 
 
 def _json(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The outbox against a real webhook receiver: retries, backoff, restarts, exhaustion."""
+"""The outbox against a real webhook receiver: retries, backoff, restarts, expiry by severity."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from alerts.model import Severity
 from alerts.notify import Notifier
-from alerts.outbox import FlushReport, Outbox, RetryPolicy
+from alerts.outbox import EXPIRE_AFTER, FlushReport, Outbox, RetryPolicy
 from alerts.records import OutboxItem
 from tests.alerts.notify_support import T0, Webhook, closed_port, notify_settings, sqlite_store
 
 
-def item(title: str = "[FIRING:1] spend_anomaly · lz/a", tags: tuple[str, ...] = ("critical",)) -> OutboxItem:
+def item(
+    title: str = "[FIRING:1] spend_anomaly · lz/a",
+    tags: tuple[str, ...] = ("critical",),
+    severity: Severity = "critical",
+) -> OutboxItem:
     return OutboxItem(
         id=None,
         created_at=T0,
@@ -23,7 +28,8 @@ def item(title: str = "[FIRING:1] spend_anomaly · lz/a", tags: tuple[str, ...] 
         tags=tags,
         title=title,
         body="body",
-        notify_type="failure",
+        notify_type="failure" if severity in ("critical", "security") else severity,
+        severity=severity,
         next_attempt_at=T0,
     )
 
@@ -35,6 +41,8 @@ def hook_notifier(hook: Webhook) -> Notifier:
 def test_backoff_is_exponential_and_capped() -> None:
     policy = RetryPolicy(cap=300)
     assert [policy.delay(n) for n in range(1, 8)] == [10, 20, 40, 80, 160, 300, 300]
+    # a critical notice is retried for as long as a target is down: thousands of attempts
+    assert policy.delay(5000) == 300
 
 
 async def test_target_down_for_a_while_then_back(tmp_path: Path) -> None:
@@ -55,7 +63,7 @@ async def test_target_down_for_a_while_then_back(tmp_path: Path) -> None:
             assert await outbox.flush(T0 + 10_000) == FlushReport()
             (row,) = store.outbox()
             assert (row.state, row.attempts, row.sent_at) == ("sent", 3, T0 + 30)
-            assert outbox.counts() == {"sent": 1, "failed": 0, "suppressed": 0}
+            assert outbox.counts() == {"sent": 1, "failed": 0, "expired": 0, "suppressed": 0}
     assert (len(hook.received), hook.refused) == (1, 2)
 
 
@@ -85,41 +93,66 @@ async def test_restart_in_the_middle_of_a_retry_delivers_exactly_once(tmp_path: 
     assert len(hook.received) == 1
 
 
-async def test_exhausted_retries_fail_and_are_counted(
+def outbox_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "alerts.outbox"
+    ]
+
+
+async def test_critical_and_security_are_never_given_up_lower_ones_expire(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    notifier = Notifier(notify_settings((f"json://127.0.0.1:{closed_port()}/x", ("critical",))))
+    notifier = Notifier(notify_settings((f"json://127.0.0.1:{closed_port()}/x", ("critical", "info"))))
     with sqlite_store(tmp_path / "kw.db") as store:
-        outbox = Outbox(store, notifier, policy=RetryPolicy(max_attempts=3, cap=300))
-        outbox.enqueue(item())
-        reports = [await outbox.flush(T0 + t) for t in (0, 10, 30, 1000)]
-        assert reports == [
-            FlushReport(retried=1),
-            FlushReport(retried=1),
-            FlushReport(failed=1),
-            FlushReport(),
+        outbox = Outbox(store, notifier, policy=RetryPolicy(cap=300, expire_after=1000))
+        for severity in ("critical", "security", "warning", "info"):
+            outbox.enqueue(item(title=severity, severity=severity))
+        # attempts at 0, 10, 30, 70, 150, 310, 610, 910 (age < 1000: retried), 1210 (age >= 1000)
+        times = [0, 10, 30, 70, 150, 310, 610, 910, 1210, 1510, 1810]
+        reports = [await outbox.flush(T0 + t) for t in times]
+        assert reports[:8] == [FlushReport(retried=4)] * 8
+        assert reports[8] == FlushReport(retried=2, expired=2)
+        assert reports[9:] == [FlushReport(retried=2)] * 2
+        assert [(row.title, row.state, row.attempts) for row in store.outbox()] == [
+            ("critical", "pending", 11),  # past the old budget of 8 attempts, and still going
+            ("security", "pending", 11),
+            ("warning", "expired", 9),
+            ("info", "expired", 9),
         ]
-        (row,) = store.outbox()
-        assert (row.state, row.attempts) == ("failed", 3)
-        assert outbox.counts() == {"sent": 0, "failed": 1, "suppressed": 0}
-    errors = [
-        r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "alerts.outbox"
+        assert outbox.counts() == {"sent": 0, "failed": 0, "expired": 2, "suppressed": 0}
+    assert outbox_errors(caplog) == [
+        f"outbox: {s} notification {n} {s!r} expired undelivered after 0.3 h and 9 attempts: "
+        "json [critical,info]: not delivered"
+        for n, s in ((3, "warning"), (4, "info"))
     ]
-    assert errors == [
-        "outbox: notification 1 '[FIRING:1] spend_anomaly · lz/a' failed after 3 attempts: json [critical]: not delivered"
-    ]
+    assert not [r for r in caplog.records if r.exc_info]  # one line each, never a traceback
 
 
-async def test_no_matching_target_fails_at_once(tmp_path: Path) -> None:
+async def test_an_overdue_warning_gets_one_more_try_before_it_expires(tmp_path: Path) -> None:
+    # the daemon was stopped for longer than the age: a target that works now still delivers it
     async with Webhook() as hook:
         with sqlite_store(tmp_path / "kw.db") as store:
             outbox = Outbox(store, hook_notifier(hook))
-            outbox.enqueue(item(tags=("info",)))
+            outbox.enqueue(item(severity="warning", tags=("critical",)))
+            assert await outbox.flush(T0 + 2 * EXPIRE_AFTER) == FlushReport(sent=1)
+    assert len(hook.received) == 1
+
+
+async def test_no_matching_target_fails_at_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with Webhook() as hook:
+        with sqlite_store(tmp_path / "kw.db") as store:
+            outbox = Outbox(store, hook_notifier(hook))
+            outbox.enqueue(item(tags=("info",)))  # critical, but configuration is not a retry's job
             assert await outbox.flush(T0) == FlushReport(failed=1)
             (row,) = store.outbox()
             assert (row.state, row.attempts) == ("failed", 1)
             assert "no notify target has any of the tags ['info']" in row.last_error
+            assert outbox.counts() == {"sent": 0, "failed": 1, "expired": 0, "suppressed": 0}
     assert hook.received == []
+    assert outbox_errors(caplog) == [
+        "outbox: critical notification 1 '[FIRING:1] spend_anomaly · lz/a' not sent: "
+        "no notify target has any of the tags ['info'] (check notify.routes)"
+    ]
 
 
 async def test_two_senders_never_send_a_row_twice(tmp_path: Path) -> None:
@@ -137,7 +170,7 @@ async def test_two_senders_never_send_a_row_twice(tmp_path: Path) -> None:
 async def test_one_attempt_per_row_per_flush_even_without_backoff(tmp_path: Path) -> None:
     notifier = Notifier(notify_settings((f"json://127.0.0.1:{closed_port()}/x", ("critical",))))
     with sqlite_store(tmp_path / "kw.db") as store:
-        outbox = Outbox(store, notifier, policy=RetryPolicy(base=0, max_attempts=5))
+        outbox = Outbox(store, notifier, policy=RetryPolicy(base=0))
         for _ in range(3):
             outbox.enqueue(item())
         assert await outbox.flush(T0) == FlushReport(retried=3)

@@ -102,6 +102,32 @@ def test_resolved_notice_then_the_group_is_gone(tmp_path: Path) -> None:
         assert reasons(e.at(730)) == ["new_alerts"]
 
 
+def test_the_outbox_row_has_the_groups_highest_severity_resolved_alerts_included(tmp_path: Path) -> None:
+    def over_budget() -> Finding:
+        return finding("budget", token="a", severity="critical", threshold="1.0", window="day")
+
+    one_receiver = {severity: ("critical",) for severity in ("critical", "warning")}
+    with engine(tmp_path, routes=one_receiver) as e:
+        e.poll([over_budget(), finding(token="a")])
+        assert reasons(e.at(30)) == ["first"]
+        e.clock.set(T0 + 60)
+        e.poll([finding(token="a")])  # the budget alert resolves: its all-clear matters as much
+        assert reasons(e.at(330)) == ["new_resolved"]
+        e.clock.set(T0 + 400)
+        e.poll([])
+        assert reasons(e.at(630)) == ["resolved"]
+        e.clock.set(T0 + 700)
+        e.poll([finding(token="a")])
+        assert reasons(e.at(730)) == ["new_alerts"]
+        rows = [(row.title, row.notify_type, row.severity) for row in e.store.outbox()]
+    assert rows == [
+        ("[FIRING:2] budget, spend_anomaly · lz/a", "failure", "critical"),
+        ("[FIRING:1] spend_anomaly · lz/a", "warning", "critical"),  # with "Resolved (1): budget"
+        ("[RESOLVED] spend_anomaly · lz/a", "success", "warning"),
+        ("[FIRING:1] spend_anomaly · lz/a", "warning", "warning"),
+    ]
+
+
 def test_send_resolved_off_stays_quiet_but_refires(tmp_path: Path) -> None:
     with engine(tmp_path, send_resolved=False) as e:
         e.poll([finding()])
@@ -261,7 +287,7 @@ async def test_end_to_end_routes_to_email_webhook_and_ntfy(tmp_path: Path) -> No
             assert len(e.at(30)) == 3
             report = await e.pipeline.flush()
             assert (report.sent, report.failed) == (3, 0)
-            assert e.pipeline.counts() == {"sent": 3, "failed": 0, "suppressed": 0}
+            assert e.pipeline.counts() == {"sent": 3, "failed": 0, "expired": 0, "suppressed": 0}
     assert [m["Subject"] for m in smtp.messages] == ["[FIRING:1] provider_down · oa"]
     assert [r["title"] for r in hook.received] == ["[FIRING:1] budget · lz/a"]
     assert [r["title"] for r in ntfy.received] == ["[FIRING:1] leak_suspected · lz/b — quarantined"]
