@@ -1,14 +1,17 @@
 """A simulated LLM relay on loopback, for the demo, the tests, the compose stack and the benchmarks.
 
 The model (`SimulatedRelay`, built by `make_relay`) holds seeded tokens whose traffic follows
-archetypes with hour-of-day and weekday seasonality, plus incidents (leaks, budget crossings) and
-fault knobs. HTTP flavours are views onto it: `laozhang`, `oneapi`, `newapi` and `openai`. `build_app`/`serve` also mount a
-simulator-only control API under /_sim/ (see `control`)."""
+archetypes with hour-of-day and weekday seasonality, plus incidents (leaks, budget crossings),
+fault knobs and hostile-relay modes (`hostile`). HTTP flavours are views onto it: `laozhang`,
+`oneapi`, `newapi` and `openai`. `build_app`/`serve` also mount a simulator-only control API under
+/_sim/ (see `control`)."""
 
 from __future__ import annotations
 
 from .faults import Faults, Outcome
 from .history import HistoryRow
+from .hostile import Hostile
+from .hostilewire import FORGED_LOG_LINE
 from .laozhang import LaozhangOptions, token_view
 from .ledger import Event, EventLog
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, TruthRow, make_relay
@@ -25,6 +28,7 @@ __all__ = [
     "DEFAULT_PROJECT_ID",
     "DEFAULT_USER_ID",
     "FLAVORS",
+    "FORGED_LOG_LINE",
     "LEAK_MODELS",
     "MODEL_PRICES",
     "Archetype",
@@ -32,6 +36,7 @@ __all__ = [
     "EventLog",
     "Faults",
     "HistoryRow",
+    "Hostile",
     "LaozhangOptions",
     "Leak",
     "Limits",

@@ -1,16 +1,15 @@
 # ruff: noqa: RUF001  (the relay's own messages, with Chinese punctuation)
 """Wire pieces the one-api family (one-api, new-api) shares: the `{success, message, data}`
-envelope, access-token and key auth, numeric token ids, status codes, the relay's clock in the
-`Date` header, and gin's trailing-slash redirects."""
+envelope, access-token and key auth, numeric token ids, status codes, and gin's trailing-slash
+redirects. (The relay's clock in `Date` is wire.relay_date: every flavour has it.)"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from email.utils import formatdate
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from .model import SimulatedRelay
 from .quota import is_unlimited, remain_usd
@@ -28,7 +27,6 @@ __all__ = [
     "fail",
     "key_of",
     "ok",
-    "relay_date",
     "status_code",
     "valid_access",
 ]
@@ -108,19 +106,6 @@ class NumericIds:
 
     def sim_id(self, number: int) -> str | None:
         return self._sim.get(number)
-
-
-def relay_date(relay: SimulatedRelay) -> Middleware:
-    """Answers carry the relay's own clock in `Date`, as a real server's do: adapters place
-    their log windows on the relay's time, which here is simulated time."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        response.headers["Date"] = formatdate(relay.now(), usegmt=True)
-        return response
-
-    return middleware
 
 
 def add_slash_redirects(app: web.Application, paths: Iterable[tuple[str, str]]) -> None:

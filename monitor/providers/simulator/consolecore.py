@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .absurd import absurd_entry
 from .console import ENABLED, NumericIds, status_code
 from .consolelogs import LogRows
 from .eventindex import EventIndex
@@ -90,6 +91,15 @@ class ConsoleCore:
         view["remain_quota"] = round(remain_usd(tok) * qpu)
         view["used_quota"] = used
         return view
+
+    def views(self, tokens: list[SimToken], now: float, *, masked: bool, route: str) -> list[dict[str, Any]]:
+        """Entries as `route` answers them: with absurd numbers where the hostile relay says."""
+        out = [self.view(t, now, masked=masked) for t in tokens]
+        hostile = self.relay.hostile
+        if (absurd := hostile.fires("absurd", route)) is not None:
+            for tok, view in zip(tokens, out, strict=True):
+                absurd_entry(view, hostile.absurd_kind(absurd, tok.id), tok.expires_at, now)
+        return out
 
     def _static_view(self, tok: SimToken) -> dict[str, Any]:
         models = ",".join(tok.limits.allowed_models)

@@ -6,7 +6,8 @@
     GET    /v1/usage           token's key  -> {"today_usage", "month_usage"}; 401 if refused
     GET    /v1/models          token's key  -> 200 model list while valid; 401 once refused
 
-Auth failures answer 401 with an OpenAI-style error body. Timestamps are ISO-8601 UTC."""
+Auth failures answer 401 with an OpenAI-style error body. Timestamps are ISO-8601 UTC. `Date`
+carries the relay's clock."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .absurd import absurd_entry
 from .model import SimulatedRelay
 from .profiles import MODEL_PRICES
 from .token import Limits, SimToken
@@ -152,6 +154,7 @@ def add_laozhang_routes(app: web.Application, relay: SimulatedRelay, options: La
         usage = options.usage_in_list
         faults = relay.faults
         corrupt = faults.malformed_token_rate > 0 and faults.applies_to("list")
+        absurd = relay.hostile.fires("absurd", "list")
         data = []
         for tok in tokens:
             view = views(tok, now, usage)
@@ -161,6 +164,8 @@ def add_laozhang_routes(app: web.Application, relay: SimulatedRelay, options: La
                 else:
                     view["today_usage"] = -round(abs(tok.today_usage) + 1.0, 6)
                     view["month_usage"] = -round(abs(tok.month_usage) + 1.0, 6)
+            if absurd is not None:
+                absurd_entry(view, relay.hostile.absurd_kind(absurd, tok.id), tok.expires_at, now)
             data.append(view)
         return json_response({"data": data})
 

@@ -3,17 +3,19 @@ It knows nothing of any wire format; the HTTP flavours (laozhang, ...) are views
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from monitor.clock import Clock
 
 from .faults import Faults
 from .fleet import Minter, build_fleet, make_token
 from .history import HistoryRow, avg_price, history
+from .hostile import Hostile
 from .ledger import Event, EventLog, Ledger
 from .localtime import LocalTime
 from .profiles import LEAK_MODELS, NORMAL_MODELS, PROFILES, Archetype
@@ -28,7 +30,7 @@ _LEAK_NET = "203.0.113"  # TEST-NET-3: never used by normal traffic, so leak IPs
 
 
 class TruthRow(TypedDict):
-    id: str
+    id: str  # the relay's id: after /_sim/tokens/reuse, a deleted row and a live row share it
     name: str
     status: SimStatus
     deleted: bool
@@ -36,11 +38,14 @@ class TruthRow(TypedDict):
     today_usage: float
     month_usage: float
     today_requests: int
-    lifetime_usd: float
+    lifetime_usd: float  # net: charged_usd - refunded_usd
     lifetime_requests: int
     last_used_at: float | None
     usd_per_hour: float
     leaking: bool
+    created_at: float
+    charged_usd: float  # gross: every dollar ever charged, refunds not taken off
+    refunded_usd: float  # given back by refunds (/_sim/refund)
 
 
 class SimulatedRelay:
@@ -68,10 +73,12 @@ class SimulatedRelay:
         self.enforce_limits = enforce_limits
         self.events = EventLog(event_log_size)
         self.faults = Faults(seed=seed)
+        self.hostile = Hostile(seed=seed)
         self._ledger = Ledger(local, self.events)
         self._minter = minter
         self._rng = random.Random(f"{seed}:relay")
         self._all: dict[str, SimToken] = {}  # by id, creation order, deleted ones included
+        self._retired: list[SimToken] = []  # deleted tokens whose id was given to a new token
         self._by_key: dict[str, SimToken] = {}
         self._by_name: dict[str, SimToken] = {}
         self.roster_version = 0  # bumped when a token is added or deleted: a cache key for views
@@ -105,6 +112,8 @@ class SimulatedRelay:
         """Bring every token up to now (what a full list read does). Returns now."""
         now = self.now()
         for tok in self._all.values():
+            self._catch_up(tok, now)
+        for tok in self._retired:
             self._catch_up(tok, now)
         return now
 
@@ -169,13 +178,19 @@ class SimulatedRelay:
         return tok.lifetime_requests
 
     def keys(self) -> dict[str, str]:
-        """name -> secret key for every listed token (what an operator would configure)."""
+        """name -> secret key for every listed token (what an operator would configure). Where
+        names repeat, the newest token holding the name wins: see `keys_by_id`."""
         return {t.name: t.key for t in self._all.values() if not t.deleted}
 
+    def keys_by_id(self) -> dict[str, dict[str, str]]:
+        """id -> {"name", "key"} for every listed token: apart even when names repeat."""
+        return {t.id: {"name": t.name, "key": t.key} for t in self._all.values() if not t.deleted}
+
     def truth(self) -> list[TruthRow]:
-        """Every token the relay ever had (deleted ones flagged), up to now."""
+        """Every token the relay ever had (deleted ones flagged, a reused id's earlier token
+        first), up to now."""
         now = self.sync()
-        return [self._truth_row(t, now) for t in self._all.values()]
+        return [self._truth_row(t, now) for t in (*self._retired, *self._all.values())]
 
     def truth_of(self, ref: str) -> TruthRow:
         tok = self._any(ref)
@@ -199,6 +214,9 @@ class SimulatedRelay:
             last_used_at=t.last_used_at,
             usd_per_hour=t.usd_per_hour,
             leaking=t.leak is not None,
+            created_at=t.created_at,
+            charged_usd=round(t.lifetime_usd + t.refunded_usd, 6),
+            refunded_usd=t.refunded_usd,
         )
 
     def events_between(self, since: float, until: float, token: str | None = None) -> list[Event]:
@@ -260,6 +278,19 @@ class SimulatedRelay:
         self._ledger.book(tok, when, requests, usd, model or tok.models[0], ip or tok.ips[0])
         return tok
 
+    def refund(self, ref: str, usd: float) -> SimToken:
+        """Give back `usd` of today's charges with no period boundary, as one-api and new-api do
+        when they refund pre-consumed quota: the day and month windows, the net lifetime total
+        (one-api's used_quota) go down by `usd`. The request log keeps the charges as booked."""
+        tok = self.token(ref)
+        if not 0 < usd <= tok.today_usage:
+            raise ValueError(f"usd must be > 0 and at most today's usage ({tok.today_usage})")
+        tok.today_usage = round(tok.today_usage - usd, 6)
+        tok.month_usage = round(tok.month_usage - usd, 6)
+        tok.lifetime_usd = round(tok.lifetime_usd - usd, 6)
+        tok.refunded_usd = round(tok.refunded_usd + usd, 6)
+        return tok
+
     def push_over_budget(
         self, ref: str, window: str = "day", *, target_usd: float | None = None, overshoot: float = 0.1
     ) -> float:
@@ -297,6 +328,7 @@ class SimulatedRelay:
         ips: Sequence[str] | None = None,
         unlimited_quota: bool | None = None,
         quota_usd: float | None = None,
+        _reuse_id: str | None = None,
     ) -> tuple[SimToken, str]:
         """A new token (status "unused" until it spends) and its key. By default it stays idle;
         give an archetype (and usd_per_hour) to make it generate traffic."""
@@ -307,7 +339,7 @@ class SimulatedRelay:
         tok = make_token(
             seed=self.seed,
             step=self.step,
-            token_id=self._minter.token_id(),
+            token_id=_reuse_id or self._minter.token_id(),
             key=self._minter.key(),
             name=name,
             archetype=arch,
@@ -329,12 +361,30 @@ class SimulatedRelay:
         self._add(tok)
         return tok, tok.key
 
+    def reuse_token_id(self, ref: str, name: str, **options: Any) -> tuple[SimToken, str]:
+        """Delete a token and create a new one under the SAME relay id (a relay that recycles
+        ids): a new name and key, created now, no usage. `options` as for create_token. The old
+        token stays in `truth()`, deleted; reads by id find the new one."""
+        old = self.token(ref)
+        if "_reuse_id" in options:
+            raise TypeError("unexpected keyword argument '_reuse_id'")
+        inspect.signature(self.create_token).bind(name, **options)  # TypeError before any change
+        if not name:
+            raise ValueError("name must not be empty")
+        Archetype(options.get("archetype", Archetype.IDLE))
+        self.delete_token(old.id)
+        self._retired.append(old)
+        tok, key = self.create_token(name, _reuse_id=old.id, **options)
+        tok.version = old.version + 1  # views cache static parts per (id, version)
+        return tok, key
+
     def rename_token(self, ref: str, name: str) -> SimToken:
+        """Names need not be unique: two live tokens may share one (then a ref by that name
+        finds the newest holder; ids keep them apart)."""
         if not name:
             raise ValueError("name must not be empty")
         tok = self.token(ref)
-        if self._by_name.get(tok.name) is tok:
-            del self._by_name[tok.name]
+        self._unname(tok)
         tok.name = name
         self._by_name[name] = tok
         tok.touch()
@@ -370,10 +420,19 @@ class SimulatedRelay:
         tok.deleted = True
         tok.leak = None
         self._by_key.pop(tok.key, None)
-        if self._by_name.get(tok.name) is tok:
-            del self._by_name[tok.name]
+        self._unname(tok)
         tok.touch()
         self.roster_version += 1
+
+    def _unname(self, tok: SimToken) -> None:
+        """Drop `tok` from the name index; another live token of that name takes its place."""
+        if self._by_name.get(tok.name) is not tok:
+            return
+        del self._by_name[tok.name]
+        for other in reversed(self._all.values()):
+            if other is not tok and not other.deleted and other.name == tok.name:
+                self._by_name[tok.name] = other
+                return
 
     def _add(self, tok: SimToken) -> None:
         self.roster_version += 1

@@ -24,9 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .console import access_token, add_slash_redirects, fail, key_of, ok, relay_date, valid_access
+from .console import access_token, add_slash_redirects, fail, key_of, ok, valid_access
 from .consolecore import ConsoleCore
 from .consolelogs import newapi_row
+from .hostile import LIE_TOTAL, page_of
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay
 from .oneapi import int_query, log_query, read_body
 from .profiles import MODEL_PRICES
@@ -71,9 +72,10 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
             return fail("无权进行此操作，New-Api-User 与登录用户不匹配", 401)
         return None
 
-    def paged(request: web.Request) -> tuple[int, int, int]:
-        """(start index, page size, page number as the answer shows it)."""
-        size = _page_size(request)
+    def paged(request: web.Request, lie: bool) -> tuple[int, int, int]:
+        """(start index, page size, page number as the answer shows it). A lying new-api pages
+        one item at a time (and claims LIE_TOTAL of them); a legacy one keeps the size asked."""
+        size = 1 if lie and not options.legacy_pages else _page_size(request)
         p = int_query(request, "p")
         if options.legacy_pages:
             p = max(p, 0)
@@ -90,10 +92,11 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
         if (no := denied(request)) is not None:
             return no
         tokens = core.tokens()
-        start, size, page = paged(request)
-        now = relay.now()
-        items = [core.view(t, now, masked=True) for t in tokens[start : start + size]]
-        return answer(items, len(tokens), page, size)
+        lie = relay.hostile.fires("paging", "token.list") is not None
+        start, size, page = paged(request, lie)
+        rows = page_of(tokens, start, size, lie=lie)
+        items = core.views(rows, relay.now(), masked=True, route="token.list")
+        return answer(items, LIE_TOTAL if lie else len(tokens), page, size)
 
     async def create_token(request: web.Request) -> web.StreamResponse:
         if (no := denied(request)) is not None:
@@ -125,7 +128,9 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
         if (no := denied(request)) is not None:
             return no
         tok = core.find(request.match_info["id"])
-        return fail("record not found") if tok is None else ok(core.view(tok, relay.now(), masked=True))
+        if tok is None:
+            return fail("record not found")
+        return ok(core.views([tok], relay.now(), masked=True, route="token.get")[0])
 
     async def delete_token(request: web.Request) -> web.StreamResponse:
         if (no := denied(request)) is not None:
@@ -160,7 +165,8 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
         if (no := denied(request)) is not None:
             return no
         rows = core.logs.rows(log_query(request))
-        start, size, page = paged(request)
+        lie = relay.hostile.fires("paging", "log.self") is not None
+        start, size, page = paged(request, lie)
         qpu, ip_logging = options.quota_per_unit, options.ip_logging
         items = [
             newapi_row(
@@ -171,9 +177,9 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
                 token_number=core.number(e.token_id),
                 ip_logging=ip_logging,
             )
-            for k, (e, i) in enumerate(rows[start : start + size])
+            for k, (e, i) in enumerate(page_of(rows, start, size, lie=lie))
         ]
-        return answer(items, len(rows), page, size)
+        return answer(items, LIE_TOTAL if lie else len(rows), page, size)
 
     async def log_stat(request: web.Request) -> web.StreamResponse:
         if (no := denied(request)) is not None:
@@ -219,7 +225,6 @@ def add_newapi_routes(app: web.Application, relay: SimulatedRelay, options: NewA
             return json_response({"error": {"message": "无效的令牌", "type": "new_api_error"}}, 401)
         return json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in MODEL_PRICES]})
 
-    app.middlewares.append(relay_date(relay))
     app.router.add_get("/api/token/", list_tokens, name="token.list")
     app.router.add_post("/api/token/", create_token, name="token.create")
     app.router.add_put("/api/token/", update_token, name="token.update")

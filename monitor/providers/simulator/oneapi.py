@@ -26,9 +26,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .console import add_slash_redirects, fail, key_of, ok, relay_date, valid_access
+from .console import add_slash_redirects, fail, key_of, ok, valid_access
 from .consolecore import ConsoleCore
 from .consolelogs import CONSUME, oneapi_row
+from .hostile import page_of
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay
 from .profiles import MODEL_PRICES
 from .wire import json_response
@@ -83,9 +84,9 @@ def add_oneapi_routes(app: web.Application, relay: SimulatedRelay, options: OneA
         sync_options()
         p = max(int_query(request, "p"), 0)
         tokens = core.tokens()
-        now = relay.now()
-        page = tokens[p * PAGE_SIZE : (p + 1) * PAGE_SIZE]
-        return ok([core.view(t, now, masked=options.mask_keys) for t in page])
+        lie = relay.hostile.fires("paging", "token.list") is not None
+        page = page_of(tokens, p * PAGE_SIZE, PAGE_SIZE, lie=lie)
+        return ok(core.views(page, relay.now(), masked=options.mask_keys, route="token.list"))
 
     async def create_token(request: web.Request) -> web.StreamResponse:
         if (denied := valid_access(request, relay)) is not None:
@@ -121,7 +122,7 @@ def add_oneapi_routes(app: web.Application, relay: SimulatedRelay, options: OneA
         tok = core.find(request.match_info["id"])
         if tok is None:
             return fail("record not found")
-        return ok(core.view(tok, relay.now(), masked=options.mask_keys))
+        return ok(core.views([tok], relay.now(), masked=options.mask_keys, route="token.get")[0])
 
     async def delete_token(request: web.Request) -> web.StreamResponse:
         if (denied := valid_access(request, relay)) is not None:
@@ -147,7 +148,8 @@ def add_oneapi_routes(app: web.Application, relay: SimulatedRelay, options: OneA
         p = max(int_query(request, "p"), 0)
         rows = core.logs.rows(log_query(request))
         qpu = options.quota_per_unit
-        page = rows[p * PAGE_SIZE : (p + 1) * PAGE_SIZE]
+        lie = relay.hostile.fires("paging", "log.self") is not None
+        page = page_of(rows, p * PAGE_SIZE, PAGE_SIZE, lie=lie)
         return ok([oneapi_row(e, i, qpu, with_request_id=options.request_ids) for e, i in page])
 
     async def log_stat(request: web.Request) -> web.StreamResponse:
@@ -167,7 +169,6 @@ def add_oneapi_routes(app: web.Application, relay: SimulatedRelay, options: OneA
         data = [{"id": m, "object": "model", "owned_by": "sim"} for m in MODEL_PRICES]
         return json_response({"object": "list", "data": data})
 
-    app.middlewares.append(relay_date(relay))
     app.router.add_get("/api/token/", list_tokens, name="token.list")
     app.router.add_post("/api/token/", create_token, name="token.create")
     app.router.add_put("/api/token/", update_token, name="token.update")

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .console import relay_date
 from .eventindex import EventIndex
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay
 from .openaiusage import BUCKET_LIMITS, GROUP_FIELDS, WIDTHS, BucketPage, cost_buckets, usage_buckets
@@ -231,7 +230,6 @@ def add_openai_routes(app: web.Application, relay: SimulatedRelay, options: Open
         return json_response({"object": "list", "data": data})
 
     keys = "/v1/organization/projects/{project_id}/api_keys"
-    app.middlewares.append(relay_date(relay))
     app.router.add_get(keys, list_keys, name="keys.list")
     app.router.add_get(keys + "/{key_id}", get_key, name="keys.get")
     app.router.add_delete(keys + "/{key_id}", delete_key, name="keys.delete")

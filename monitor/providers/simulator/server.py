@@ -10,12 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from .control import add_control_routes
+from .hostilewire import install_hostile
 from .laozhang import LaozhangOptions, add_laozhang_routes
 from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, make_relay
 from .newapi import NewAPIOptions, add_newapi_routes
 from .oneapi import OneAPIOptions, add_oneapi_routes
 from .openai import OpenAIOptions, add_openai_routes
-from .wire import OPTIONS, RELAY, fault_middleware
+from .wire import FLAVOR, OPTIONS, RELAY, fault_middleware, relay_date
 
 __all__ = ["FLAVORS", "SimServer", "build_app", "parse_listen", "run_simulator", "serve"]
 
@@ -59,8 +60,11 @@ def build_app(relay: SimulatedRelay, *, flavor: str = "laozhang", **options: Any
     install = FLAVORS.get(flavor)
     if install is None:
         raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
-    app = web.Application(middlewares=[fault_middleware])
+    # outermost first: the relay's clock in Date, injected faults, then hostile answers
+    app = web.Application(middlewares=[relay_date(relay), fault_middleware])
+    install_hostile(app)
     app[RELAY] = relay
+    app[FLAVOR] = flavor
     app[OPTIONS] = install(app, relay, options)
     add_control_routes(app, relay)
     return app

@@ -60,8 +60,9 @@ class SimToken:
     today_usage: float = 0.0
     month_usage: float = 0.0
     today_requests: int = 0
-    lifetime_usd: float = 0.0
+    lifetime_usd: float = 0.0  # net of refunds: what the relay finally kept
     lifetime_requests: int = 0
+    refunded_usd: float = 0.0  # given back without a period boundary (one-api family refunds)
     day_key: int = 0
     month_key: int = 0
     # lazy traffic generation: buckets k*step with k >= next_k are not generated yet

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime
+from email.utils import formatdate
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from .faults import Outcome
 from .model import SimulatedRelay
 
 __all__ = [
+    "FLAVOR",
     "OPTIONS",
     "RELAY",
     "SIM_ROUTE_PREFIX",
@@ -25,11 +27,13 @@ __all__ = [
     "json_response",
     "openai_error",
     "parse_iso",
+    "relay_date",
     "set_options",
 ]
 
 RELAY = web.AppKey("keywatch.sim.relay", SimulatedRelay)
 OPTIONS = web.AppKey("keywatch.sim.options", object)  # the flavour's options dataclass
+FLAVOR = web.AppKey("keywatch.sim.flavor", str)  # "laozhang", "oneapi", ...
 SIM_ROUTE_PREFIX = "sim."  # route names of the control API: faults never touch them
 
 
@@ -83,6 +87,21 @@ def set_options(options: object, changes: dict[str, Any]) -> None:
             raise ValueError(f"option {name!r} takes a {type(current[name]).__name__}")
     for name, value in changes.items():
         setattr(options, name, value)
+
+
+def relay_date(relay: SimulatedRelay) -> Middleware:
+    """Answers carry the relay's own clock in `Date`, as a real server's do: adapters place
+    their log windows on the relay's time, which here is simulated time (frozen at speed 0).
+    An answer streamed by hand (hostilewire) is already on the wire: it set its own."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["Date"] = formatdate(relay.now(), usegmt=True)
+        return response
+
+    return middleware
 
 
 _GATEWAY_PAGE = "<html><head><title>{0}</title></head><body><center><h1>{0}</h1></center><hr><center>nginx</center></body></html>\n"
