@@ -81,6 +81,9 @@ class Detection:
 
     def observe(self, provider: str, cycle: Cycle) -> None:
         """Book what one poll found: spend deltas into the buckets, log rows' models and IPs."""
+        for token_id in cycle.retired:  # the id names a new token now: its past is not this one's
+            self.histories.pop((provider, token_id), None)
+            self.scores.pop((provider, token_id), None)
         for spend in cycle.spend:
             state = cycle.states[spend.token_id]
             self._history(provider, state, cycle.at).observe(spend.ts, spend.cost_usd, spend.requests)
@@ -109,14 +112,14 @@ class Detection:
             found = anomaly_finding(
                 a,
                 provider=provider,
-                token=state.name,
+                token=state.series,
                 rule=rules.anomaly,
                 keep_firing_for=rules.anomaly.keep_firing_for,
             )
             if found is not None:
                 yield found
             found = leak_finding(
-                lk, provider=provider, token=state.name, rule=rules.leak, keep_firing_for=KEEP_FIRING_FOR
+                lk, provider=provider, token=state.series, rule=rules.leak, keep_firing_for=KEEP_FIRING_FOR
             )
             if found is not None:
                 yield found

@@ -192,7 +192,7 @@ class AlertEngine:
     async def _respond(self, provider: str, report: CycleReport, now: float) -> None:
         """Hand every firing leak alert of this provider to the responder (it acts once per
         episode), and write what it did onto the alert for the notification."""
-        ids = {s.name: s.token_id for s in report.states.values()}
+        ids = {s.series: s.token_id for s in report.states.values()}
         for alert in self.tracker.alerts(["firing"]):
             if alert.rule != "leak_suspected" or alert.labels.get("provider") != provider:
                 continue

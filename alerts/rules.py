@@ -33,7 +33,7 @@ LIVE_STATUSES = ("active", "unused")  # revoked, expired, disabled or deleted to
 
 
 def _labels(s: TokenState, **extra: str) -> dict[str, str]:
-    return {"provider": s.provider, "token": s.name, **extra}
+    return {"provider": s.provider, "token": s.series, **extra}
 
 
 def _money(x: float) -> str:

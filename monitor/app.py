@@ -23,6 +23,7 @@ from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
 from monitor.providers import Provider, build_provider, make_client
+from monitor.redact import Redactor
 from monitor.server import EmbeddedServer, build_app, make_server
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, UsageWriter, open_engine, prune
@@ -157,6 +158,8 @@ class Daemon:
             last_success=facts.last_success_at if facts else None,
             consecutive_failures=self.reader.consecutive_failures(ps.name),
             reader=self.reader,
+            deadline=ps.poll_deadline,
+            redactor=Redactor([ps.admin_token.reveal(), *(k.reveal() for k in ps.keys.values())]),
         )
         poller.listeners.append(self.alerts.on_cycle)
         self.pollers[ps.name] = poller

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib.util
 import logging
 import math
 import os
@@ -65,7 +66,7 @@ _KEYS: Final[dict[str, tuple[str, ...]]] = {
     for section, keys in {
         "(root)": "database listen api_token providers tokens rules notify response leak_reports retention",
         "providers": "name kind base_url admin_token user_id project_id poll_interval timeout keys concurrency"
-        " retries timezone quota_per_unit reveal_keys action",
+        " retries timezone quota_per_unit reveal_keys action poll_timeout max_response_mb max_pages",
         "tokens": "match budget protected business_hours",
         "tokens.budget": "daily_usd monthly_usd",
         "rules": "budget forecast anomaly leak expiry unused rotation provider_down",
@@ -93,6 +94,8 @@ _TAG = re.compile(r"[a-z0-9][a-z0-9_-]*")  # what Apprise accepts as a tag (it l
 _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 _SQLITE = re.compile(r"(sqlite(?:\+\w+)?):///(.*)", re.DOTALL)
 _MAX_VALUES = 100_000  # YAML aliases can make a tiny file expand into a huge tree
+_DAY = 86_400.0
+MAX_DURATION = 100 * 365 * _DAY  # longer than any setting means anything; beyond it datetime overflows
 
 
 class ConfigError(Exception):
@@ -179,8 +182,11 @@ def _provider(r: _Reader) -> ProviderSettings:
         kind=kind,
         base_url=r.value("base_url", _http_url, ""),
         admin_token=r.secret("admin_token", required=True),
-        poll_interval=r.duration("poll_interval", 60.0),
-        timeout=r.duration("timeout", 10.0),
+        poll_interval=r.duration("poll_interval", 60.0, most=_DAY),
+        timeout=r.duration("timeout", 10.0, most=600.0),
+        poll_timeout=r.duration("poll_timeout", None, most=_DAY),
+        max_response_mb=r.integer("max_response_mb", 64, lo=1, hi=4096),
+        max_pages=r.integer("max_pages", 20_000, lo=1, hi=10_000_000),
         user_id=user_id,
         project_id=project_id,
         keys=r.secret_map("keys"),
@@ -389,7 +395,7 @@ def _bool(key: str, v: object) -> bool:
     return v
 
 
-def _duration(key: str, v: object, positive: bool = True) -> float:
+def _duration(key: str, v: object, positive: bool = True, most: float = MAX_DURATION) -> float:
     if isinstance(v, str):
         try:
             seconds = parse_duration(v)
@@ -403,6 +409,8 @@ def _duration(key: str, v: object, positive: bool = True) -> float:
         raise ConfigError(key, f"expected a duration like 30s or 5m, got {_type_name(v)}")
     if positive and seconds <= 0:
         raise ConfigError(key, "must be longer than 0s")
+    if seconds > most:
+        raise ConfigError(key, f"must be at most {format_duration(most)}")
     return seconds
 
 
@@ -455,10 +463,17 @@ def _database(key: str, url: str, base_dir: Path) -> str:
     """A SQLAlchemy URL; a relative SQLite file (`sqlite:///keywatch.db`) moves next to the config."""
     if "://" not in url:  # the URL is not quoted: it may carry a password
         raise ConfigError(key, "expected a SQLAlchemy URL like sqlite:///keywatch.db")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith(("postgresql", "postgres")) and not _installed("psycopg"):
+        raise ConfigError(key, "PostgreSQL needs its driver: pip install 'keywatch[postgres]' (psycopg 3)")
     m = _SQLITE.fullmatch(url)
     if m is None or m[2] == "" or m[2].startswith(("/", ":memory:", "file:")):
         return url
     return f"{m[1]}:///{base_dir / m[2]}"
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _zone_exists(name: str) -> bool:
@@ -574,8 +589,10 @@ class _Reader:
     def boolean(self, name: str, default: bool) -> bool:
         return self.value(name, _bool, default)
 
-    def duration(self, name: str, default: float, *, positive: bool = True) -> float:
-        return self.value(name, lambda k, v: _duration(k, v, positive), default)
+    def duration(
+        self, name: str, default: _D, *, positive: bool = True, most: float = MAX_DURATION
+    ) -> float | _D:
+        return self.value(name, lambda k, v: _duration(k, v, positive, most), default)
 
     def choice(self, name: str, options: tuple[str, ...], default: _D) -> str | _D:
         return self.value(name, lambda k, v: _choice(k, v, options), default)
@@ -745,6 +762,8 @@ def _load_yaml(text: str) -> object:
         ) from None
     except yaml.YAMLError as e:
         raise ConfigError("(root)", f"YAML syntax error: {str(e).splitlines()[0]}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError("(root)", "the document nests too deeply") from None
 
 
 # --- Apprise (validation only; sending lives in alerts.notify) ---------------------------------------------

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from monitor.providers.base import Observation, PollResult, RequestRecord
-from monitor.spend import UsageDelta, UsageMark, mark_of, usage_delta
+from monitor.spend import UsageDelta, UsageMark, advance
 from monitor.tokens import TokenState
 
-__all__ = ["Cycle", "Spend", "apply_logged", "ingest"]
+__all__ = ["REUSED_NOTE", "Cycle", "Spend", "apply_logged", "ingest"]
 
 log = logging.getLogger("keywatch.ingest")
+
+REUSED_NOTE = "the relay gave its id to a new token: kept as deleted, the id starts afresh"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,9 @@ class Cycle:
     changed: list[str] = field(default_factory=list)  # token ids whose stored row must be updated
     spend: list[Spend] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    # Relay ids that now name a different token (new name and creation time) -> the key the old
+    # token is kept under, deleted, with its history (`<id>~<pk>`); the id starts afresh as new.
+    retired: dict[str, str] = field(default_factory=dict)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (token, reason) worth a log line
     seen: int = 0
     requests: list[RequestRecord] = field(default_factory=list)  # log rows, token_id resolved
@@ -66,9 +71,14 @@ def ingest(
     now: float,
     tz: ZoneInfo,
     watching_since: float | None,
+    period_now: float | None = None,
+    relay_clock: bool = False,
 ) -> Cycle:
     """`watching_since`: when this provider's first complete poll was stored (None: this is it).
-    Tokens that appear after it are new tokens, and their spend so far is new spend."""
+    Tokens that appear after it are new tokens, and their spend so far is new spend.
+    `period_now`: the time usage periods are placed on (`monitor.periodclock`), default `now`;
+    `relay_clock`: it is the relay's own clock."""
+    period = now if period_now is None else period_now
     states = dict(known)
     cycle = Cycle(provider, now, result.complete, states, seen=len(result.observations))
     cycle.committed = result.committed
@@ -76,9 +86,14 @@ def ingest(
         before = states.get(obs.token_id)
         if before is not None and (before.observation is obs or before.observation == obs):
             continue  # the relay shows exactly what it showed last time: nothing to do
-        after, spend = _apply(before, obs, provider, now, tz, watching_since is not None)
-        if spend.anomaly:
-            cycle.notes.append((obs.name, spend.anomaly))
+        if before is not None and _reused(before, obs):
+            _retire(cycle, before, now)
+            before = None
+        after, spend = _apply(
+            before, obs, provider, now, (period, relay_clock), tz, watching_since is not None
+        )
+        if spend.note:
+            cycle.notes.append((obs.name, spend.note))
         if spend.cost_usd or spend.requests:
             cycle.spend.append(Spend(obs.token_id, now, spend.cost_usd, spend.requests, spend.gap))
         if before is None:
@@ -96,7 +111,9 @@ def ingest(
     cycle.count_logged = watching_since is not None
     if result.complete:
         # Only a complete list proves a token is gone; a partial one may just have missed it.
+        # A skipped entry is still listed: its token is there, only its figures are not usable.
         present = {obs.token_id for obs in result.observations}
+        present.update(s.token_id for s in result.skipped if s.token_id is not None)
         skipped = {s.token for s in result.skipped}
         for token_id, state in known.items():
             if token_id in present or state.missing_since is not None or state.name in skipped:
@@ -173,7 +190,13 @@ def _resolve(
 
 
 def _apply(
-    before: TokenState | None, obs: Observation, provider: str, now: float, tz: ZoneInfo, watching: bool
+    before: TokenState | None,
+    obs: Observation,
+    provider: str,
+    now: float,
+    period: tuple[float, bool],
+    tz: ZoneInfo,
+    watching: bool,
 ) -> tuple[TokenState, UsageDelta]:
     has_usage = obs.today_usd is not None or obs.month_usd is not None or obs.total_usd is not None
     prev_mark = before.mark if before else None
@@ -189,20 +212,17 @@ def _apply(
     spend_total, requests_total = base.spend_total_usd, base.requests_total
     spend = UsageDelta(0.0, 0)
     mark = prev_mark  # the relay said nothing about usage: keep the old baseline
-    if has_usage and prev_mark is None:
-        if before is None and watching:
-            # A token created since the last poll: all it has spent is new spend.
-            spend = usage_delta(None, obs, now, tz, is_new=True)
-            spend_total, requests_total = spend.cost_usd, spend.requests
-        else:
-            # First figures of a token keywatch did not watch before: a starting point, not spend.
+    if has_usage:
+        # A token created since the last poll: all it has spent is new spend. The first figures
+        # of a token keywatch did not watch before are a starting point instead.
+        is_new = before is None and watching
+        spend, mark = advance(prev_mark, obs, period[0], tz, is_new=is_new, relay_clock=period[1])
+        if prev_mark is None and not is_new:
             spend_total, requests_total = _start_figure(obs), obs.today_requests or 0
-        mark = mark_of(obs, now)
-    elif has_usage and prev_mark is not None:
-        spend = usage_delta(prev_mark, obs, now, tz, is_new=False)
-        spend_total, requests_total = spend_total + spend.cost_usd, requests_total + spend.requests
-        if not _same_figures(prev_mark, obs):
-            mark = mark_of(obs, now)  # an idle token keeps its mark: nothing to write
+        else:
+            spend_total, requests_total = spend_total + spend.cost_usd, requests_total + spend.requests
+        if prev_mark is not None and _same_mark(prev_mark, mark):
+            mark = prev_mark  # an idle token keeps its mark: nothing to write
     # Built directly rather than with dataclasses.replace: this runs for every changed token
     # of every cycle, and replace() costs twice as much.
     after = TokenState(
@@ -222,19 +242,53 @@ def _apply(
         missing_since=None,
         spend_total_usd=round(spend_total, 9),
         requests_total=requests_total,
+        corrections_usd_total=round(base.corrections_usd_total + spend.corrected_usd, 9),
         mark=mark,
         usage_known=base.usage_known or has_usage or obs.spend_from_logs,
         observation=obs,
+        label=base.label,
     )
     return after, spend
 
 
-def _same_figures(mark: UsageMark, obs: Observation) -> bool:
-    return (mark.today_usd, mark.month_usd, mark.today_requests, mark.total_usd) == (
-        obs.today_usd,
-        obs.month_usd,
-        obs.today_requests,
-        obs.total_usd,
+def _retire(cycle: Cycle, old: TokenState, now: float) -> None:
+    key = f"{old.token_id}~{old.pk}"
+    cycle.states[key] = replace(old, token_id=key, status="deleted", missing_since=now, observation=None)
+    cycle.retired[old.token_id] = key
+    cycle.notes.append((old.name, REUSED_NOTE))
+
+
+def _reused(before: TokenState, obs: Observation) -> bool:
+    """The relay gave a deleted token's id to a new one: another name and another creation time.
+    (A rename keeps the creation time; relays that send none cannot tell, and are not asked.)"""
+    return (
+        obs.name != before.name
+        and obs.created_at is not None
+        and before.created_at is not None
+        and abs(obs.created_at - before.created_at) > 1.0
+    )
+
+
+def _same_mark(a: UsageMark, b: UsageMark) -> bool:
+    """The same figures and peaks (the time aside): nothing about the token's usage moved."""
+    return (
+        a.today_usd,
+        a.month_usd,
+        a.today_requests,
+        a.total_usd,
+        a.peak_today_usd,
+        a.peak_month_usd,
+        a.peak_total_usd,
+        a.peak_today_requests,
+    ) == (
+        b.today_usd,
+        b.month_usd,
+        b.today_requests,
+        b.total_usd,
+        b.peak_today_usd,
+        b.peak_month_usd,
+        b.peak_total_usd,
+        b.peak_today_requests,
     )
 
 

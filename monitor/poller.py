@@ -1,8 +1,13 @@
 """One provider's poll cycle: fetch → ingest → store → metrics → listeners (rules, alerts).
 
-A cycle never raises: a relay that fails is recorded (poll_runs, keywatch_poll_errors_total,
-keywatch_provider_up=0) and the listeners hear that this provider has no data this time, which
-is not the same as "spend was zero".
+A cycle never raises and never hangs: a whole poll has a deadline (`poll_timeout`; a late poll is
+cancelled and counted as `timeout`), a relay that fails is recorded (poll_runs,
+keywatch_poll_errors_total, keywatch_provider_up=0) and the listeners hear that this provider has
+no data this time, which is not the same as "spend was zero". A database that cannot take the
+cycle (disk full, locked, unwritable) is the store's fault, not the relay's: it is counted as
+reason `store`, `keywatch_store_up` drops to 0 and /readyz says so, the relay stays up, and the
+cycle is read again next time from the old marks, so nothing is lost or counted twice.
+Every text that came from a relay is made safe before it is logged or stored (`monitor.redact`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from monitor.clock import Clock
 from monitor.ingest import Cycle, ingest
 from monitor.metrics import Exposition
+from monitor.periodclock import PeriodClock
 from monitor.providers.base import PollResult, Provider, ProviderError
+from monitor.redact import Redactor
 from monitor.store import PollRun, UsageReader, UsageWriter
-from monitor.tokens import TokenState
+from monitor.tokens import TokenState, with_series_labels
 
 __all__ = ["CycleListener", "CycleReport", "Poller"]
 
@@ -59,13 +68,18 @@ class Poller:
         last_success: float | None = None,
         consecutive_failures: int = 0,
         reader: UsageReader | None = None,
+        deadline: float = 300.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self.provider = provider
         self._tz = ZoneInfo(timezone)
         self._writer = writer
         self._exposition = exposition
         self._clock = clock
-        self.states: dict[str, TokenState] = dict(states)
+        self._period = PeriodClock(clock, provider.name)
+        self._deadline = deadline
+        self._redact = redactor or Redactor()
+        self.states: dict[str, TokenState] = with_series_labels(states)
         self.watching_since = watching_since
         self.listeners: list[CycleListener] = []
         self.succeeded_once = False
@@ -81,13 +95,23 @@ class Poller:
         started, t0 = self._clock.now(), time.perf_counter()
         health = self._exposition.health(name)
         try:
-            result = await self.provider.poll()
-            report = await self._store(result, started)
+            async with asyncio.timeout(self._deadline):
+                result = await self.provider.poll()
+        except TimeoutError:
+            report = await self._fail(started, "timeout", f"the poll took longer than {self._deadline:g}s")
         except ProviderError as exc:
             report = await self._fail(started, exc.reason, str(exc))
         except Exception as exc:  # a bug must not stop the daemon: record it loudly and go on
             log.exception("poll of %s failed unexpectedly", name)
             report = await self._fail(started, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            try:
+                report = await self._store(result, started)
+            except (SQLAlchemyError, OSError) as exc:
+                report = self._store_failed(started, exc)
+            except Exception as exc:
+                log.exception("storing the poll of %s failed unexpectedly", name)
+                report = await self._fail(started, "internal", f"{type(exc).__name__}: {exc}")
         health.observe_duration(time.perf_counter() - t0)
         self._exposition.invalidate()
         for listener in self.listeners:
@@ -101,16 +125,22 @@ class Poller:
     async def _store(self, result: PollResult, started: float) -> CycleReport:
         name = self.provider.name
         now = self._clock.now()
+        period_now, relay_clock = self._period.now(result.relay_time)
         cycle = ingest(
-            self.states, result, provider=name, now=now, tz=self._tz, watching_since=self.watching_since
+            self.states,
+            result,
+            provider=name,
+            now=now,
+            tz=self._tz,
+            watching_since=self.watching_since,
+            period_now=period_now,
+            relay_clock=relay_clock,
         )
         errors = Counter(s.reason for s in result.skipped)
-        for skip in result.skipped:
-            log.warning(
-                "%s: skipped token %s this cycle: %s (%s)", name, skip.token, skip.reason, skip.detail
-            )
-        for token, note in cycle.notes:
-            log.warning("%s: token %s: %s", name, token, note)
+        self._log_grouped(
+            "skipped this cycle", [(s.token, f"{s.reason}: {s.detail}") for s in result.skipped]
+        )
+        self._log_grouped("", cycle.notes)
         run = PollRun(
             provider=name,
             kind=self.provider.kind,
@@ -126,7 +156,9 @@ class Poller:
         states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors)
         if self._reader is not None and any(_needs_windows(st) for st in states.values()):
             states = await asyncio.to_thread(self._derive_windows, states, now)
+        states = with_series_labels(states)
         self.states = states
+        self._exposition.store_up = True
         if result.complete and self.watching_since is None:
             self.watching_since = now
         health = self._exposition.health(name)
@@ -162,9 +194,40 @@ class Poller:
                 out[token_id] = replace(st, derived_day_usd=day_usd, derived_month_usd=month_usd)
         return out
 
+    def _log_grouped(self, what: str, items: list[tuple[str, str]]) -> None:
+        """One line per distinct reason with how many tokens and a few of them: a relay that
+        breaks 10,000 entries the same way is one problem, not 10,000 log lines."""
+        name = self.provider.name
+        by_reason: dict[str, list[str]] = {}
+        for token, reason in items:
+            by_reason.setdefault(self._redact(reason), []).append(self._redact(token, limit=80))
+        for reason, tokens in by_reason.items():
+            shown = ", ".join(tokens[:3]) + (f" and {len(tokens) - 3} more" if len(tokens) > 3 else "")
+            prefix = f"{what} " if what else ""
+            log.warning("%s: %d token(s) %s(%s): %s", name, len(tokens), prefix, shown, reason)
+
+    def _store_failed(self, started: float, exc: Exception) -> CycleReport:
+        """The relay answered; the database could not take the cycle. Nothing is adopted, so the
+        next cycle computes from the old marks and loses nothing."""
+        name = self.provider.name
+        now = self._clock.now()
+        reason = _store_reason(exc)
+        log.error(
+            "%s: could not store the poll: %s (the relay is fine; the next poll tries again)",
+            name,
+            reason,
+            extra={"provider": name, "reason": "store"},
+        )
+        health = self._exposition.health(name)
+        health.up = True  # the relay answered: keywatch_provider_up must not blame it
+        health.errors["store"] = health.errors.get("store", 0) + 1
+        self._exposition.store_up = False
+        return CycleReport(name, now, False, False, None, self.states, "store", reason, 0)
+
     async def _fail(self, started: float, reason: str, message: str) -> CycleReport:
         name = self.provider.name
         now = self._clock.now()
+        message = self._redact(message)
         self.consecutive_failures += 1
         log.error(
             "%s: poll failed (%s): %s", name, reason, message, extra={"provider": name, "reason": reason}
@@ -184,11 +247,19 @@ class Poller:
         )
         try:
             await asyncio.to_thread(self._writer.write_failure, run, {reason: 1})
-        except Exception:
-            log.exception("%s: could not record the failed poll", name)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("%s: could not record the failed poll: %s", name, _store_reason(exc))
+            self._exposition.store_up = False
         return CycleReport(
             name, now, False, False, None, self.states, reason, message, self.consecutive_failures
         )
+
+
+def _store_reason(exc: Exception) -> str:
+    """The database's own words, on one line, without SQLAlchemy's SQL and parameters."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(orig or exc).__name__}: {text}"[:300]
 
 
 def _needs_windows(state: TokenState) -> bool:

@@ -32,6 +32,13 @@ class ProviderSettings:
     quota_per_unit: float = 500_000.0  # oneapi/newapi: quota per USD
     reveal_keys: bool = False  # oneapi/newapi: reveal masked keys to hash them
     action: Literal["disable", "delete"] | None = None  # per-provider override of response.action
+    poll_timeout: float | None = None  # a whole poll's deadline; None: max(poll_interval, 60 s)
+    max_response_mb: int = 64  # the largest answer read, raw or decoded
+    max_pages: int = 20_000  # pages of one list walk (one-api: 10 a page)
+
+    @property
+    def poll_deadline(self) -> float:
+        return self.poll_timeout if self.poll_timeout is not None else max(self.poll_interval, 60.0)
 
 
 @dataclass(frozen=True, slots=True)

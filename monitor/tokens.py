@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from monitor.providers.base import Observation, TokenLimits
 from monitor.spend import UsageMark
 
-__all__ = ["TokenState", "naming_labels"]
+__all__ = ["TokenState", "naming_labels", "with_series_labels"]
 
 # [env]-[project]-[purpose]-[date], e.g. prod-webapp-api-2024-01 (the product guide's convention)
 _NAMING = re.compile(
@@ -40,6 +42,7 @@ class TokenState:
     missing_since: float | None = None
     spend_total_usd: float = 0.0
     requests_total: int = 0
+    corrections_usd_total: float = 0.0  # dollars the relay took back (refunds, re-rating)
     mark: UsageMark | None = None
     usage_known: bool = False  # has the relay ever told us this token's usage?
     # Day and month spend from keywatch's own history, for relays that keep only a lifetime
@@ -49,6 +52,14 @@ class TokenState:
     # The observation this state was last derived from (not stored): when an adapter hands the
     # very same object again, nothing about the token changed and ingest can skip it.
     observation: Observation | None = field(default=None, compare=False, repr=False)
+    # The `token` label of its metrics and alerts when another token of the provider has the same
+    # name ("" means the name itself): see with_series_labels. Not stored.
+    label: str = field(default="", compare=False)
+
+    @property
+    def series(self) -> str:
+        """The token's `token` label: its name, unless that would merge it with another token."""
+        return self.label or self.name
 
     @property
     def day_usd(self) -> float | None:
@@ -72,3 +83,29 @@ class TokenState:
     def project(self) -> str:
         labels = naming_labels(self.name)
         return labels[1] if labels else ""
+
+
+def with_series_labels(states: Mapping[str, TokenState]) -> dict[str, TokenState]:
+    """The states with `label` set where names repeat within the provider: Prometheus keeps one
+    series of identical label sets and drops the rest, and alerts would merge. Live tokens rank
+    first, then the first seen: that one keeps the plain name, the others get `name#token_id`.
+    States whose label is already right are returned as the same objects (caches key on them)."""
+    counts = Counter(s.name for s in states.values())
+    out = dict(states)
+    repeated = {name for name, n in counts.items() if n > 1}
+    for token_id, state in states.items():
+        if state.label and state.name not in repeated:
+            out[token_id] = replace(state, label="")
+    if not repeated:
+        return out
+    groups: dict[str, list[TokenState]] = {}
+    for state in states.values():
+        if state.name in repeated:
+            groups.setdefault(state.name, []).append(state)
+    for name, group in groups.items():
+        group.sort(key=lambda s: (s.missing_since is not None, s.first_seen, s.token_id))
+        for rank, state in enumerate(group):
+            label = "" if rank == 0 else f"{name}#{state.token_id}"
+            if state.label != label:
+                out[state.token_id] = replace(state, label=label)
+    return out

@@ -26,5 +26,9 @@ METRIC_NAMES = frozenset(
         "keywatch_last_poll_success_timestamp_seconds",
         "keywatch_auto_revoke_paused",
         "keywatch_build_info",
+        "keywatch_token_spend_corrections_usd_total",
+        "keywatch_store_up",
+        "keywatch_notifications_pending",
+        "keywatch_notification_oldest_pending_seconds",
     }
 )

@@ -65,6 +65,11 @@ _TOKEN_FAMILIES = (
     ("keywatch_token_last_used_timestamp_seconds", "gauge", "When the relay says the token was last used."),
     ("keywatch_token_expiry_timestamp_seconds", "gauge", "When the token expires."),
     ("keywatch_token_anomaly_score", "gauge", "Spend anomaly score against the token's own baseline."),
+    (
+        "keywatch_token_spend_corrections_usd_total",
+        "counter",
+        "Dollars the relay took back (refunds, re-rating); never subtracted from the spend counter.",
+    ),
 )
 
 TokenKey = tuple[str, str]  # (provider, token id)
@@ -82,6 +87,7 @@ class Exposition:
         self._sources: list[FamilySource] = []
         self._body: bytes | None = None
         self._gzipped: bytes | None = None
+        self.store_up = True  # False while the database refuses cycles (disk full, locked)
 
     # --- inputs -------------------------------------------------------------------------
     def set_policies(self, policies: PolicyBook) -> None:
@@ -155,13 +161,17 @@ class Exposition:
         return lines
 
     def _render_token(self, s: TokenState, score: float | None) -> tuple[str, ...]:
-        base = f'provider="{_esc(s.provider)}",token="{_esc(s.name)}"'
+        base = f'provider="{_esc(s.provider)}",token="{_esc(s.series)}"'
         lb = "{" + base + "}"
         spend_total = requests_total = windows = budgets = ratios = last_used = expiry = anomaly = ""
+        corrections = ""
         budget = self._policies.budgets(s)
         mark = s.mark
         if s.usage_known:
             spend_total = f"keywatch_token_spend_usd_total{lb} {fmt_value(s.spend_total_usd)}\n"
+            corrections = (
+                f"keywatch_token_spend_corrections_usd_total{lb} {fmt_value(s.corrections_usd_total)}\n"
+            )
             if mark is not None and mark.today_requests is not None:
                 requests_total = f"keywatch_token_requests_total{lb} {s.requests_total}\n"
         for window, spent, limit in (
@@ -186,10 +196,24 @@ class Exposition:
             expiry = f"keywatch_token_expiry_timestamp_seconds{lb} {fmt_value(s.expires_at)}\n"
         if score is not None:
             anomaly = f"keywatch_token_anomaly_score{lb} {fmt_value(score)}\n"
-        return (spend_total, requests_total, windows, budgets, ratios, info, last_used, expiry, anomaly)
+        return (
+            spend_total,
+            requests_total,
+            windows,
+            budgets,
+            ratios,
+            info,
+            last_used,
+            expiry,
+            anomaly,
+            corrections,
+        )
 
     def _provider_families(self) -> str:
-        out: list[str] = []
+        out: list[str] = [
+            header("keywatch_store_up", "gauge", "0 while the database refuses to store poll cycles."),
+            sample("keywatch_store_up", "", int(self.store_up)),
+        ]
         names = sorted(self._health)
         out.append(header("keywatch_provider_up", "gauge", "1 when the provider's last poll succeeded."))
         out += [

@@ -55,7 +55,13 @@ def build_provider(
 ) -> Provider:
     """`log_cursor`: where request-log polling resumes after a restart (`UsageReader.log_cursor`);
     without it the first window reaches an hour back and the store drops the rows it has."""
-    http = RelayHTTP(client, settings.base_url, retries=settings.retries, on_retry=on_retry)
+    http = RelayHTTP(
+        client,
+        settings.base_url,
+        retries=settings.retries,
+        on_retry=on_retry,
+        max_bytes=settings.max_response_mb * 1024 * 1024,
+    )
     if settings.kind == "laozhang":
         return LaozhangProvider(settings, http)
     if settings.kind == "oneapi":

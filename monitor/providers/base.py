@@ -76,25 +76,32 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True)
 class Skip:
-    """A token left out of this cycle, and why (becomes keywatch_poll_errors_total{reason})."""
+    """A token left out of this cycle, and why (becomes keywatch_poll_errors_total{reason}).
+    `token_id` when the entry still said which token it is: the token is listed, so it is not
+    gone, only its figures are unusable this cycle."""
 
     token: str
     reason: str
     detail: str = ""
+    token_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
     observations: Sequence[Observation]
     skipped: Sequence[Skip] = ()
-    # False when the relay could not show every token (a page or usage call failed): rules may
-    # still read what came, but nothing is quarantined on it and missing tokens are not "deleted".
+    # False when the relay could not show every token (a page failed, the list shifted while
+    # paging, an entry that names no token): rules may still read what came, but nothing is
+    # quarantined on it and missing tokens are not "deleted". A skipped entry that names its token
+    # (Skip.token_id) leaves the list complete: that token is there, only its figures are not.
     complete: bool = True
     # Request-level rows from the relay's log, possibly overlapping earlier polls' rows.
     requests: Sequence[RequestRecord] = ()
     # Called once this result is stored: only then does the adapter move its log cursor, so a
     # cycle that fails to store is read again instead of lost.
     committed: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+    # The relay's own clock when it answered (its `Date` header), for period boundaries.
+    relay_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from monitor.providers.base import RequestRecord
 from monitor.providers.console_tokens import Dialect
-from monitor.providers.parse import Malformed
+from monitor.providers.parse import MAX_COUNT, Malformed, epoch_seconds
 
 __all__ = ["parse_log_row", "with_row_ids"]
 
@@ -24,12 +24,15 @@ _HASHED = ("created_at", "token_name", "model_name", "quota", "prompt_tokens", "
            "channel", "elapsed_time", "use_time", "is_stream", "content")  # fmt: skip
 
 
+_SECONDS_BEYOND = 100_000_000_000  # epoch times past this (year 5138) are in milliseconds or finer
+
+
 def _num(row: Mapping[str, Any], key: str, default: int | None = 0) -> int:
     value = row.get(key, default)
     if value is None and default is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise Malformed(f"log row: invalid '{key}'")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_COUNT:
+        raise Malformed(f"log row: invalid '{key}'")  # also NaN, ±inf and absurd counts
     return int(value)
 
 
@@ -46,17 +49,18 @@ def parse_log_row(
     if not (
         type(name) is str
         and type(created) is int
-        and created > 0
+        and 0 < created < _SECONDS_BEYOND
         and type(quota) is int
-        and quota >= 0
+        and 0 <= quota <= MAX_COUNT
         and type(prompt) is int
-        and prompt >= 0
+        and 0 <= prompt <= MAX_COUNT
         and type(completion) is int
-        and completion >= 0
+        and 0 <= completion <= MAX_COUNT
     ):
         name, created = _name(row), _num(row, "created_at", None)
         if created <= 0:
             raise Malformed("log row: missing 'created_at'")
+        created = int(epoch_seconds(float(created), "created_at"))
         quota, prompt, completion = (
             _num(row, "quota"),
             _num(row, "prompt_tokens"),

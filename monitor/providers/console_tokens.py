@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from monitor.providers.base import Observation, TokenLimits, TokenStatus
-from monitor.providers.parse import Malformed, req_str
+from monitor.providers.parse import MAX_USD, Malformed, check_money, epoch_seconds, req_str
 
 __all__ = ["Dialect", "parse_console_token", "split_list"]
 
@@ -34,7 +34,14 @@ def _int(entry: Mapping[str, Any], key: str, default: int | None = None) -> int:
     value = entry.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"missing or invalid '{key}'")
+    if not -(2**62) <= value <= 2**62:  # also NaN and ±inf: no relay counts this high
+        raise Malformed(f"'{key}' is absurdly large", "absurd_value")
     return int(value)
+
+
+def _time(entry: Mapping[str, Any], key: str, default: int | None = None) -> float:
+    """Unix seconds (or, by their size, milliseconds) as these consoles store times."""
+    return epoch_seconds(float(_int(entry, key, default)), key)
 
 
 def parse_console_token(
@@ -50,10 +57,11 @@ def parse_console_token(
     if not isinstance(unlimited, bool):
         raise Malformed("'unlimited_quota' is not a boolean")
     used, remain = _int(entry, "used_quota", 0), _int(entry, "remain_quota", 0)
-    if used < 0:
-        raise Malformed("'used_quota' is negative")
-    created, accessed = _int(entry, "created_time"), _int(entry, "accessed_time", 0)
-    expires = _int(entry, "expired_time", -1)
+    used_usd = check_money(used / quota_per_unit, "used_quota")
+    remain_usd = min(max(remain, 0) / quota_per_unit, MAX_USD)  # a limit, not spend: clamp, don't skip
+    created, accessed = _time(entry, "created_time"), _time(entry, "accessed_time", 0)
+    raw_expiry = _int(entry, "expired_time", -1)
+    expires = None if raw_expiry in (-1, 0) else epoch_seconds(float(raw_expiry), "expired_time")
     if dialect == "oneapi":
         models = split_list(entry.get("models"), "models")
         ips = split_list(entry.get("subnet"), "subnet")
@@ -66,12 +74,12 @@ def parse_console_token(
         token_id=token_id,
         name=name,
         status=status,
-        created_at=float(created),
-        last_used_at=float(accessed) if accessed > created else None,
-        expires_at=None if expires in (-1, 0) else float(expires),
-        total_usd=None if from_logs else used / quota_per_unit,
+        created_at=created,
+        last_used_at=accessed if accessed > created else None,
+        expires_at=expires,
+        total_usd=None if from_logs else used_usd,
         limits=TokenLimits(
-            remain_usd=None if unlimited else max(remain, 0) / quota_per_unit,
+            remain_usd=None if unlimited else remain_usd,
             unlimited=unlimited,
             allowed_models=models,
         ),

@@ -1,6 +1,13 @@
 """The HTTP edge shared by all relay adapters: one fast client, retries with backoff, and
 errors turned into ProviderError reasons (the `reason` label of keywatch_poll_errors_total).
 
+Nothing a relay sends can hold a poll or the process hostage:
+- every request has a whole-request deadline (`timeout`: connect to last byte), so a relay that
+  trickles a byte a second is cut off like one that does not answer (reason `timeout`);
+- every answer has a size cap, raw and decoded (`max_response_mb`): bodies are read in chunks
+  and decompressed here, `max_length` at a time, so a 1 GiB gzip bomb costs at most one chunk of
+  memory before it is refused (reason `too_large`, not retried: it would be the same again).
+
 Adapters are written against httpx's client (tests give it an httpx.MockTransport). When the
 client runs on the aiohttp transport, RelayHTTP sends through that transport's aiohttp session
 directly: httpx's own request and response models cost ~200 µs a call, which at 10,000
@@ -13,7 +20,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -32,6 +40,14 @@ log = logging.getLogger("keywatch.http")
 
 Sleep = Callable[[float], Awaitable[None]]
 RETRY_AFTER_CAP = 30.0  # a relay asking for minutes is treated as down for this cycle instead
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # ~130k tokens in one laozhang list; `max_response_mb` raises it
+_CHUNK = 256 * 1024  # raw bytes read, and decoded bytes produced, per step
+_ENCODINGS = "gzip, deflate"  # what we can decode ourselves, within the cap
+
+
+class TooLarge(ProviderError):
+    def __init__(self, path: str, limit: int) -> None:
+        super().__init__("too_large", f"{path}: the answer is larger than {limit // (1024 * 1024)} MiB")
 
 
 def make_client(*, timeout: float, max_connections: int = 64) -> httpx.AsyncClient:
@@ -73,6 +89,7 @@ class RelayHTTP:
         backoff: float = 0.5,
         sleep: Sleep = asyncio.sleep,
         on_retry: Callable[[str], None] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
@@ -81,8 +98,11 @@ class RelayHTTP:
         self._sleep = sleep
         self._on_retry = on_retry
         self._rng = random.Random()
+        self._max_bytes = max_bytes
         t = client.timeout
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+        # The whole request, connect to last byte: `sock_read` alone never ends a trickle.
+        self._deadline = float(t.read or t.connect or 10.0)
+        self._timeout = aiohttp.ClientTimeout(total=self._deadline, sock_connect=t.connect, sock_read=t.read)
         self._aiohttp: aiohttp.ClientSession | None = None
 
     async def request(
@@ -143,12 +163,13 @@ class RelayHTTP:
     ) -> tuple[str | None, float | None, RelayResponse | str]:
         session = self._session()
         try:
-            if session is not None:
-                response = await self._send_aiohttp(session, method, url, headers, params, json)
-            else:
-                response = await self._send_httpx(method, url, headers, params, json)
+            async with asyncio.timeout(self._deadline):
+                if session is not None:
+                    response = await self._send_aiohttp(session, method, url, headers, params, json)
+                else:
+                    response = await self._send_httpx(method, url, headers, params, json)
         except (httpx.TimeoutException, TimeoutError):
-            return "timeout", None, "timed out"
+            return "timeout", None, f"no whole answer within {self._deadline:g}s"
         except (httpx.TransportError, aiohttp.ClientError) as exc:
             return "connect", None, f"connection failed ({type(exc).__name__})"
         status = response.status_code
@@ -163,9 +184,13 @@ class RelayHTTP:
     async def _send_httpx(
         self, method: str, url: str, headers: Mapping[str, str], params: Mapping[str, Any] | None, json: Any
     ) -> RelayResponse:
-        r = await self._client.request(method, url, headers=headers, params=params, json=json)
-        await r.aread()
-        return RelayResponse(r.status_code, r.content, r.headers, r.request.url.path)
+        request = self._client.build_request(method, url, headers=headers, params=params, json=json)
+        r = await self._client.send(request, stream=True)
+        try:  # httpx decodes; its chunks are bounded, so counting them bounds memory
+            body = await _capped(r.aiter_bytes(), self._max_bytes, r.request.url.path)
+        finally:
+            await r.aclose()
+        return RelayResponse(r.status_code, body, r.headers, r.request.url.path)
 
     async def _send_aiohttp(
         self,
@@ -179,14 +204,57 @@ class RelayHTTP:
         async with session.request(
             method,
             url,
-            headers=headers,
+            headers={"Accept-Encoding": _ENCODINGS, **headers},
             params=params,
             json=json,
             timeout=self._timeout,
             allow_redirects=False,
+            auto_decompress=False,  # decoded here, within the cap
         ) as r:
-            body = await r.read()
-            return RelayResponse(r.status, body, r.headers, r.url.path)
+            path = r.url.path
+            declared = r.content_length
+            if declared is not None and declared > self._max_bytes:
+                raise TooLarge(path, self._max_bytes)
+            raw = r.content.iter_chunked(_CHUNK)
+            encoding = r.headers.get("Content-Encoding", "identity").strip().lower()
+            body = await _capped(_decoded(raw, encoding, path), self._max_bytes, path)
+            return RelayResponse(r.status, body, r.headers, path)
+
+
+async def _capped(chunks: AsyncIterator[bytes], limit: int, path: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(path, limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _decoded(raw: AsyncIterator[bytes], encoding: str, path: str) -> AsyncIterator[bytes]:
+    """The body decoded `_CHUNK` bytes at a time: decompressobj's max_length keeps a bomb's output
+    to one chunk per step, so the cap in `_capped` ends it before it costs memory."""
+    if encoding in ("identity", ""):
+        async for chunk in raw:
+            yield chunk
+        return
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise ProviderError("malformed", f"{path}: unsupported Content-Encoding {encoding[:20]!r}")
+    inflater = zlib.decompressobj(32 + 15)  # a gzip or a zlib header, told apart by zlib
+    try:
+        async for chunk in raw:
+            data = chunk
+            while data:
+                out = inflater.decompress(data, _CHUNK)
+                data = inflater.unconsumed_tail
+                if out:
+                    yield out
+        tail = inflater.flush()
+        if tail:
+            yield tail
+    except zlib.error as exc:
+        raise ProviderError("malformed", f"{path}: the compressed answer is corrupt ({exc})") from None
 
 
 def _retry_after(response: RelayResponse) -> float | None:

@@ -23,7 +23,8 @@ from monitor.providers.base import (
     TokenStatus,
 )
 from monitor.providers.http import RelayHTTP, decode_json
-from monitor.providers.parse import Malformed, opt_int, opt_money, opt_time, req_str, str_list
+from monitor.providers.parse import Malformed, opt_int, opt_money, opt_time, req_str, skip_entry, str_list
+from monitor.providers.relaytime import relay_now
 from monitor.secret import Secret, key_sha256
 from monitor.settings import ProviderSettings
 
@@ -66,6 +67,7 @@ class LaozhangProvider:
 
         observations: list[Observation] = []
         skipped: list[Skip] = []
+        unaccounted = 0  # entries that do not even say which token they are
         need_usage: list[Observation] = []
         seen: dict[str, tuple[object, Observation]] = {}
         for entry in entries:
@@ -81,8 +83,8 @@ class LaozhangProvider:
                 else:
                     obs = _reparse(previous, entry, self._hashes)
             except Malformed as exc:
-                label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
-                skipped.append(Skip(str(label or "?"), _reason(exc), str(exc)))
+                skipped.append(skip_entry(entry, exc))
+                unaccounted += skipped[-1].token_id is None
                 continue
             self._ids_to_names[obs.token_id] = obs.name
             seen[obs.token_id] = (entry, obs)
@@ -101,7 +103,11 @@ class LaozhangProvider:
             fetched, failed = await self._usage_by_key(need_usage)
             observations.extend(fetched)
             skipped.extend(failed)
-        return PollResult(observations, skipped, complete=not skipped)
+        # Complete: every token the relay listed is accounted for (a token whose figures could
+        # not be read is still listed). Only an entry that names no token leaves doubt.
+        return PollResult(
+            observations, skipped, complete=unaccounted == 0, relay_time=relay_now(response, None)
+        )
 
     async def _usage_by_key(self, tokens: list[Observation]) -> tuple[list[Observation], list[Skip]]:
         """GET /v1/usage with each token's own key, `concurrency` at a time."""
@@ -115,9 +121,9 @@ class LaozhangProvider:
                 try:
                     done.append(await self._usage_of(obs))
                 except ProviderError as exc:
-                    failed.append(Skip(obs.name, exc.reason, str(exc)))
+                    failed.append(Skip(obs.name, exc.reason, str(exc), token_id=obs.token_id))
                 except Malformed as exc:
-                    failed.append(Skip(obs.name, _reason(exc), str(exc)))
+                    failed.append(Skip(obs.name, exc.reason, str(exc), token_id=obs.token_id))
 
         workers = min(self._settings.concurrency, len(tokens))
         await asyncio.gather(*(worker() for _ in range(workers)))
@@ -224,7 +230,3 @@ def _limits(raw: Any) -> TokenLimits:
         daily_requests=opt_int(daily, "requests"),
         allowed_models=str_list(raw, "allowed_models"),
     )
-
-
-def _reason(exc: Malformed) -> str:
-    return "negative_usage" if "negative" in str(exc) else "malformed"

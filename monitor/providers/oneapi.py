@@ -34,7 +34,7 @@ from monitor.providers.console_paging import Walk, walk_pages
 from monitor.providers.console_tokens import Dialect, parse_console_token
 from monitor.providers.http import RelayHTTP, RelayResponse
 from monitor.providers.logwindow import LogWindow
-from monitor.providers.parse import Malformed
+from monitor.providers.parse import Malformed, skip_entry
 from monitor.providers.relaytime import relay_now
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings
@@ -97,16 +97,29 @@ class OneAPIProvider:
     async def poll(self) -> PollResult:
         await self._prepare()
         walk = await walk_pages(
-            self._token_page, page_size=self.page_size, concurrency=_PAGE_CONCURRENCY, what="token list"
+            self._token_page,
+            page_size=self.page_size,
+            concurrency=_PAGE_CONCURRENCY,
+            what="token list",
+            max_pages=self._settings.max_pages,
         )
         observations, skipped = await self._parse_tokens(walk.items)
-        ids = {o.token_id for o in observations}
-        complete = not skipped and walk.consistent and await self._vanished_really(ids)
+        ids = {o.token_id for o in observations} | {s.token_id for s in skipped if s.token_id is not None}
+        # Complete: every listed token accounted for (a skipped entry that names its token is
+        # still listed); an unreadable request log does not make the token list partial.
+        accounted = all(s.token_id is not None for s in skipped)
+        complete = accounted and walk.consistent and await self._vanished_really(ids)
         if complete:
             self._previous = ids
-        records, log_skips, committed = await self._poll_logs(relay_now(walk.first, self._now()))
+        relay_time = relay_now(walk.first, None)
+        records, log_skips, committed = await self._poll_logs(relay_time or self._now())
         return PollResult(
-            observations, [*skipped, *log_skips], complete, requests=records, committed=committed
+            observations,
+            [*skipped, *log_skips],
+            complete,
+            requests=records,
+            committed=committed,
+            relay_time=relay_time,
         )
 
     async def _prepare(self) -> None:
@@ -143,8 +156,7 @@ class OneAPIProvider:
                         entry, dialect=self.dialect, quota_per_unit=qpu, key_sha256=digest
                     )
                 except Malformed as exc:
-                    label = entry.get("name") or entry.get("id") if isinstance(entry, dict) else None
-                    skipped.append(Skip(str(label or "?"), "malformed", str(exc)))
+                    skipped.append(skip_entry(entry, exc))
                     continue
             seen[token_id] = (fields, obs)
             observations.append(obs)
@@ -190,7 +202,11 @@ class OneAPIProvider:
 
         try:
             walk: Walk = await walk_pages(
-                page, page_size=self.page_size, concurrency=_PAGE_CONCURRENCY, what="request log"
+                page,
+                page_size=self.page_size,
+                concurrency=_PAGE_CONCURRENCY,
+                what="request log",
+                max_pages=self._settings.max_pages,
             )
         except ProviderError as exc:
             return [], [Skip(LOG_SKIP, exc.reason, str(exc))], None  # read again next cycle

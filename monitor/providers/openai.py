@@ -108,6 +108,10 @@ class OpenAIProvider:
         first: RelayResponse | None = None
         seen: set[str] = set()
         while True:
+            if len(seen) >= self._settings.max_pages:
+                raise ProviderError(
+                    "too_large", f"GET {self._keys_path}: more than {len(seen)} pages of keys"
+                )
             params: dict[str, Any] = {"limit": _KEYS_PAGE, **({"after": after} if after else {})}
             response = await self._http.request(
                 "GET", self._keys_path, credential=self._settings.admin_token, params=params

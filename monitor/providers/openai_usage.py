@@ -20,6 +20,7 @@ import math
 from typing import Any
 
 from monitor.providers.base import ProviderError, RequestRecord
+from monitor.providers.console_paging import DEFAULT_MAX_PAGES
 from monitor.providers.http import RelayHTTP, decode_json
 from monitor.providers.parse import Malformed
 from monitor.providers.pricing import price_of, priced_usd
@@ -58,7 +59,10 @@ class OpenAIUsage:
         """Every bucket of a usage or costs query, following `next_page` while `has_more`."""
         buckets: list[dict[str, Any]] = []
         page: str | None = None
+        seen: set[str] = set()  # a cursor that comes back, or never ends, is a relay fault
         while True:
+            if len(seen) >= DEFAULT_MAX_PAGES:
+                raise ProviderError("too_large", f"GET {path}: more than {len(seen)} pages")
             query = {**params, **({"page": page} if page else {})}
             response = await self._http.request("GET", path, credential=self._key, params=query)
             if response.status_code != 200:
@@ -73,6 +77,9 @@ class OpenAIUsage:
             page = body.get("next_page")
             if not body.get("has_more") or not isinstance(page, str) or not page:
                 return buckets
+            if page in seen:
+                raise ProviderError("malformed", f"GET {path}: the next_page cursor repeats")
+            seen.add(page)
 
     async def records(
         self, start: int, end: int, names: dict[str, str], stored: set[tuple[str, str]], carry_from: int

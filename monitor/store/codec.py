@@ -35,6 +35,11 @@ TOKEN_COLUMNS = (
     "mark_month_usd",
     "mark_today_requests",
     "mark_total_usd",
+    "corrections_usd_total",
+    "mark_peak_today_usd",
+    "mark_peak_month_usd",
+    "mark_peak_total_usd",
+    "mark_peak_today_requests",
 )
 
 
@@ -74,15 +79,25 @@ def state_to_row(s: TokenState) -> tuple[Any, ...]:
         m.month_usd if m else None,
         m.today_requests if m else None,
         m.total_usd if m else None,
+        s.corrections_usd_total,
+        m.peak_today_usd if m else None,
+        m.peak_month_usd if m else None,
+        m.peak_total_usd if m else None,
+        m.peak_today_requests if m else None,
     )
 
 
 def row_to_state(row: Any) -> TokenState:
     """`row` is (id, *TOKEN_COLUMNS)."""
     (pk, provider, token_id, name, status, created, used, expires, key_hash, limits, ips, first, last, missing,
-     total, requests, mark_at, m_today, m_month, m_req, m_total) = row  # fmt: skip
+     total, requests, mark_at, m_today, m_month, m_req, m_total, corrected, p_today, p_month, p_total,
+     p_req) = row  # fmt: skip
     lim = orjson.loads(limits or "{}")
-    mark = UsageMark(mark_at, m_today, m_month, m_req, m_total) if mark_at is not None else None
+    mark = (
+        UsageMark(mark_at, m_today, m_month, m_req, m_total, p_today, p_month, p_total, p_req)
+        if mark_at is not None
+        else None
+    )
     return TokenState(
         pk=pk,
         provider=provider,
@@ -107,6 +122,7 @@ def row_to_state(row: Any) -> TokenState:
         missing_since=missing,
         spend_total_usd=total,
         requests_total=requests,
+        corrections_usd_total=corrected or 0.0,
         mark=mark,
         usage_known=mark is not None,
     )

@@ -66,6 +66,10 @@ class UsageWriter:
         the cycle (`cycle.spend`, `cycle.states`) in the same transaction."""
         states = cycle.states
         with self._engine.begin() as conn:
+            if cycle.retired:  # first: the new token takes the id the old row holds
+                conn.exec_driver_sql(
+                    _UPDATE_TOKEN, [(*state_to_row(states[k]), states[k].pk) for k in cycle.retired.values()]
+                )
             if cycle.new:
                 conn.exec_driver_sql(_INSERT_TOKEN, [state_to_row(states[t]) for t in cycle.new])
                 found = conn.exec_driver_sql(

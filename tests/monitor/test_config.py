@@ -608,9 +608,19 @@ def test_empty_secret_file_for_a_required_secret(tmp_path: Path) -> None:
         ("postgresql://kw:pw@db/kw", "postgresql://kw:pw@db/kw"),
     ],
 )
-def test_database_paths(tmp_path: Path, url: str, expected: str) -> None:
+def test_database_paths(tmp_path: Path, url: str, expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)  # the postgres extra, installed
     s = load(tmp_path, PROVIDER + f"database: '{url}'\n")
     assert s.database == expected.format(dir=tmp_path)
+
+
+def test_a_postgresql_url_without_its_driver_is_one_line_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: False)
+    err = error(tmp_path, PROVIDER + f"database: postgresql+psycopg://kw:{SECRET}@db/kw\n")
+    assert err.key == "database"
+    assert "keywatch[postgres]" in err.reason and SECRET not in str(err)
 
 
 def test_relative_paths_resolve_against_the_config_folder(
@@ -722,7 +732,8 @@ def test_summary_response_modes(tmp_path: Path) -> None:
     )
 
 
-def test_summary_hides_database_credentials(tmp_path: Path) -> None:
+def test_summary_hides_database_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "_installed", lambda module: True)
     # `database` is a plain str in Settings (SQLAlchemy takes the password in the URL): only the summary hides it
     s = load(tmp_path, PROVIDER + f"database: postgresql://kw:{SECRET}@db.example.com/kw\n")
     assert "database: postgresql://db.example.com/kw" in summarize(s)

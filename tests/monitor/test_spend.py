@@ -9,7 +9,7 @@ import pytest
 
 from monitor.ingest import ingest
 from monitor.providers.base import Observation, PollResult
-from monitor.spend import UsageMark, usage_delta
+from monitor.spend import UsageDelta, UsageMark, advance
 
 UTC_TZ = ZoneInfo("UTC")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -17,6 +17,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def usage_delta(prev: UsageMark, o: Observation, now: float, tz: ZoneInfo, *, is_new: bool) -> UsageDelta:
+    return advance(prev, o, now, tz, is_new=is_new)[0]
 
 
 def obs(today: float | None, month: float | None, requests: int | None = None, **kw: object) -> Observation:
@@ -90,7 +94,7 @@ def test_day_figure_only_relay() -> None:
 def test_lifetime_counter_never_goes_backwards() -> None:
     prev = UsageMark(ts("2026-11-10T10:00:00"), total_usd=10.0)
     back = usage_delta(prev, obs(None, None, total_usd=9.0), ts("2026-11-10T10:01:00"), UTC_TZ, is_new=False)
-    assert back.cost_usd == 0.0 and back.anomaly
+    assert back.cost_usd == 0.0 and back.note and back.corrected_usd == 1.0
 
 
 def test_idle_token_has_a_zero_delta() -> None:
