@@ -57,6 +57,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from monitor.secret import Secret, key_sha256
+from monitor.server import BodyTooLarge, read_body
 from monitor.settings import LeakReports
 
 __all__ = [
@@ -435,31 +436,16 @@ def _json(content: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
-async def _raw_body(request: Request) -> bytes | None:
-    """The body exactly as sent, or None when it is larger than MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def routes(intake: ReportIntake) -> list[BaseRoute]:
     """`POST /api/v1/leak-reports`. Senders cannot send keywatch's API bearer token: exempt the path."""
 
     async def leak_reports(request: Request) -> Response:
-        try:
-            body = await _raw_body(request)
+        try:  # the body exactly as sent, read with monitor.server's cap (no int() of a huge header)
+            body = await read_body(request, MAX_BODY_BYTES)
+        except BodyTooLarge as exc:
+            return exc.response()
         except ClientDisconnect:
             return Response(status_code=400)
-        if body is None:
-            return _json({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, status=413)
         status, content = await intake.handle(body, request.headers)
         return _json(content, status)
 

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
+
+import orjson
 
 from monitor.policy import PolicyBook
 from monitor.tokens import TokenState
 
-__all__ = ["iso", "token_row", "token_rows"]
+__all__ = ["TokenRowCache", "iso", "iso_clamped", "token_row", "token_rows"]
+
+Scores = Mapping[tuple[str, str], float]  # (provider, token id) -> anomaly score
+# The range datetime renders (0001-01-01 .. 9999-12-31T23:59:59Z); times beyond it are clamped.
+_FIRST: Final = datetime(1, 1, 1, tzinfo=UTC)
+_LAST: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return None if ts is None else iso_clamped(ts)
+
+
+def iso_clamped(ts: float) -> str:
+    """`ts` as ISO 8601 UTC; a time datetime cannot hold (a relay's `expires_at` of 6e17, a row an
+    older version stored) is clamped to year 1 or 9999 rather than fail the whole listing."""
+    if math.isnan(ts) or ts >= _LAST.timestamp():
+        when = _LAST
+    elif ts <= _FIRST.timestamp():
+        when = _FIRST
+    else:
+        when = datetime.fromtimestamp(ts, UTC)
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def token_row(s: TokenState, policies: PolicyBook, score: float | None = None) -> dict[str, Any]:
@@ -47,9 +66,59 @@ def token_row(s: TokenState, policies: PolicyBook, score: float | None = None) -
     }
 
 
+def _order(s: TokenState) -> tuple[str, str]:
+    return (s.provider, s.name)
+
+
 def token_rows(
-    states: Iterable[TokenState], policies: PolicyBook, scores: Mapping[tuple[str, str], float] | None = None
+    states: Iterable[TokenState], policies: PolicyBook, scores: Scores | None = None
 ) -> list[dict[str, Any]]:
     scores = scores or {}
-    ordered = sorted(states, key=lambda s: (s.provider, s.name))
+    ordered = sorted(states, key=_order)
     return [token_row(s, policies, scores.get((s.provider, s.token_id))) for s in ordered]
+
+
+class TokenRowCache:
+    """GET /api/v1/tokens as ready JSON bytes, the same bytes as orjson.dumps(token_rows(...)).
+
+    A request that finds the same TokenState objects (states are immutable and replaced only when
+    something changed), the same PolicyBook object and equal scores gets the body built before: a
+    10,000-token fleet costs an identity scan, not 10,000 rows. When something changed, only the
+    rows whose state or score changed are serialized again; the rest are joined from the cache."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, tuple[TokenState, float | None, bytes]] = {}  # id(state) -> its row
+        self._states: list[TokenState] = []
+        self._policies: PolicyBook | None = None
+        self._scores: dict[tuple[str, str], float] = {}
+        self._body: bytes | None = None
+
+    def body(self, states: Iterable[TokenState], policies: PolicyBook, scores: Scores | None = None) -> bytes:
+        current = list(states)
+        wanted = dict(scores or {})  # a copy: the detector updates its mapping in place
+        if (
+            self._body is not None
+            and policies is self._policies
+            and wanted == self._scores
+            and len(current) == len(self._states)
+            and all(map(operator.is_, current, self._states))
+        ):
+            return self._body
+        if policies is not self._policies:
+            self._rows.clear()
+        self._body = self._render(current, policies, wanted)
+        self._states, self._policies, self._scores = current, policies, wanted
+        return self._body
+
+    def _render(self, states: list[TokenState], policies: PolicyBook, scores: Scores) -> bytes:
+        rows: dict[int, tuple[TokenState, float | None, bytes]] = {}
+        parts: list[bytes] = []
+        for s in sorted(states, key=_order):
+            score = scores.get((s.provider, s.token_id))
+            cached = self._rows.get(id(s))
+            if cached is None or cached[0] is not s or cached[1] != score:
+                cached = (s, score, orjson.dumps(token_row(s, policies, score)))
+            rows[id(s)] = cached
+            parts.append(cached[2])
+        self._rows = rows  # states gone from the fleet leave the cache here
+        return b"[" + b",".join(parts) + b"]"
