@@ -19,16 +19,17 @@ from alerts import cli as alerts_cli
 from alerts import leak_reports
 from alerts.engine import AlertEngine
 from monitor.clock import Clock, SystemClock
+from monitor.config import ConfigError
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
 from monitor.providers import Provider, build_provider, make_client
 from monitor.redact import Redactor
-from monitor.server import EmbeddedServer, build_app, make_server
+from monitor.server import EmbeddedServer, bind, build_app, exposure_warnings, make_server
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, UsageWriter, open_engine, prune
 from monitor.tokens import TokenState
-from monitor.views import token_rows
+from monitor.views import TokenRowCache
 
 __all__ = ["Daemon", "command_handlers"]
 
@@ -46,6 +47,7 @@ class Daemon:
         self.writer = UsageWriter(self.engine)
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self.exposition = Exposition(self.policies)
+        self._token_rows = TokenRowCache()
         self.alerts = AlertEngine(
             settings, self.engine, clock=self.clock, providers=self._provider, known_states=self._all_states
         )
@@ -75,6 +77,21 @@ class Daemon:
             self._schedule(name, ps, first_run=datetime.now(UTC) + timedelta(seconds=ps.poll_interval))
 
     async def start(self, *, serve_http: bool = True) -> None:
+        # What can refuse to start (a taken port, a broken key file) is checked before anything
+        # runs, so a failed start is one line and no half-started poll.
+        sock, app = None, None
+        if serve_http:
+            for warning in exposure_warnings(self.settings.listen, bool(self.settings.api_token)):
+                log.warning(warning)
+            sock = bind(self.settings.listen)
+            app = build_app(
+                exposition=self.exposition,
+                readiness=self.readiness,
+                tokens=self.token_rows,
+                listen=self.settings.listen,
+                api_token=lambda: self.settings.api_token,
+                extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
+            )
         for provider in self.settings.providers:
             if provider.name not in self.pollers:
                 self._add_provider(provider)
@@ -88,19 +105,12 @@ class Daemon:
             id="retention",
             next_run_time=datetime.now(UTC) + timedelta(minutes=1),
         )
-        if serve_http:
-            app = build_app(
-                exposition=self.exposition,
-                readiness=self.readiness,
-                tokens=self.token_rows,
-                api_token=lambda: self.settings.api_token,
-                extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
-            )
+        if sock is not None and app is not None:
             self.server = make_server(app, self.settings.listen)
-            self._server_task = asyncio.create_task(self.server.serve(), name="http")
+            self._server_task = asyncio.create_task(self.server.serve(sockets=[sock]), name="http")
             while not self.server.started:
                 if self._server_task.done():
-                    self._server_task.result()  # re-raise: the port is taken or the address is bad
+                    self._server_task.result()  # re-raise: the address is bad
                     raise RuntimeError(f"the HTTP server on {self.settings.listen} stopped during start-up")
                 await asyncio.sleep(0.01)
             log.info("serving /metrics, /healthz, /readyz and /api/v1 on http://%s", self.settings.listen)
@@ -205,9 +215,12 @@ class Daemon:
         def lookup(digest: str) -> list[leak_reports.Match]:
             return self.alerts.find_by_key_hash(digest)
 
-        return leak_reports.ReportIntake(
-            self.settings.leak_reports, lookup=lookup, act=self.alerts.act_on_report
-        )
+        try:
+            return leak_reports.ReportIntake(
+                self.settings.leak_reports, lookup=lookup, act=self.alerts.act_on_report
+            )
+        except (OSError, ValueError) as exc:  # the GitHub key file is missing or holds no key
+            raise ConfigError("leak_reports.github_public_keys", str(exc)) from None
 
     def _provider(self, name: str) -> Provider | None:
         poller = self.pollers.get(name)
@@ -218,7 +231,7 @@ class Daemon:
         asyncio.get_running_loop().create_task(self.reload_from_file())
 
     async def reload_from_file(self) -> None:
-        from monitor.config import ConfigError, load_settings
+        from monitor.config import load_settings
 
         source = self.settings.source
         if source is None:
@@ -254,11 +267,20 @@ class Daemon:
 
     # --- reads --------------------------------------------------------------------------
     def readiness(self) -> dict[str, bool]:
-        return {name: poller.succeeded_once for name, poller in self.pollers.items()}
+        """Per provider: polled successfully, and not so long ago that its figures are stale
+        (three poll intervals and a poll deadline: a relay that hangs or fails turns this off)."""
+        now = self.clock.now()
+        out = {}
+        for name, poller in self.pollers.items():
+            ps = self._provider_settings[name]
+            last = self.exposition.health(name).last_success
+            fresh = last is not None and now - last <= 3 * ps.poll_interval + ps.poll_deadline
+            out[name] = poller.succeeded_once and fresh
+        return out
 
-    def token_rows(self) -> list[dict[str, Any]]:
-        states = [s for poller in self.pollers.values() for s in poller.states.values()]
-        return token_rows(states, self.policies)
+    def token_rows(self) -> bytes:
+        """GET /api/v1/tokens: built again only when a state, the policies or a score changed."""
+        return self._token_rows.body(self._all_states(), self.policies, self.alerts.scores())
 
     async def audit_digest(self) -> None:
         """Checked hourly; the digest itself goes out once a week (its schedule is in the database)."""

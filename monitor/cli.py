@@ -17,8 +17,10 @@ import orjson
 from monitor import __version__
 from monitor.config import ConfigError, load_settings, summarize
 from monitor.durations import parse_duration
+from monitor.errors import StartupError
 from monitor.logs import SecretScrubber, configure_logging
 from monitor.settings import Settings
+from monitor.store.db import StoreUnavailable
 from monitor.store.reader import TokenLookupError
 
 __all__ = ["main"]
@@ -82,8 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except (StoreUnavailable, StartupError) as exc:
+        print(f"keywatch {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # startup and runtime errors follow the config errors' contract: one line
+        log.debug("keywatch %s failed", args.command, exc_info=True)
+        text = str(exc).strip().splitlines()
+        print(
+            f"keywatch {args.command}: {type(exc).__name__}: {text[0] if text else ''}"[:500], file=sys.stderr
+        )
+        return 1
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -134,9 +146,6 @@ def _run(args: argparse.Namespace) -> int:
     except UnsupportedKind as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        return 1
     return 0
 
 

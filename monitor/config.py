@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from monitor.durations import format_duration, parse_duration
+from monitor.durations import MAX_DURATION_SECONDS, format_duration, parse_duration
 from monitor.secret import Secret
 from monitor.settings import (
     AnomalyRule,
@@ -95,7 +95,6 @@ _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 _SQLITE = re.compile(r"(sqlite(?:\+\w+)?):///(.*)", re.DOTALL)
 _MAX_VALUES = 100_000  # YAML aliases can make a tiny file expand into a huge tree
 _DAY = 86_400.0
-MAX_DURATION = 100 * 365 * _DAY  # longer than any setting means anything; beyond it datetime overflows
 
 
 class ConfigError(Exception):
@@ -395,7 +394,7 @@ def _bool(key: str, v: object) -> bool:
     return v
 
 
-def _duration(key: str, v: object, positive: bool = True, most: float = MAX_DURATION) -> float:
+def _duration(key: str, v: object, positive: bool = True, most: float = MAX_DURATION_SECONDS) -> float:
     if isinstance(v, str):
         try:
             seconds = parse_duration(v)
@@ -590,7 +589,7 @@ class _Reader:
         return self.value(name, _bool, default)
 
     def duration(
-        self, name: str, default: _D, *, positive: bool = True, most: float = MAX_DURATION
+        self, name: str, default: _D, *, positive: bool = True, most: float = MAX_DURATION_SECONDS
     ) -> float | _D:
         return self.value(name, lambda k, v: _duration(k, v, positive, most), default)
 

@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SecretScrubber", "configure_logging"]
+from monitor.redact import escape_controls
+
+__all__ = ["JsonFormatter", "SecretScrubber", "TextFormatter", "configure_logging"]
 
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -45,6 +47,15 @@ class SecretScrubber(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters in the message (a relay's text with a newline
+    and a forged line after it) are escaped. A traceback, when there is one, follows as itself."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -73,9 +84,7 @@ def configure_logging(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -29,7 +29,7 @@ from monitor.metrics import Exposition
 from monitor.periodclock import PeriodClock
 from monitor.providers.base import PollResult, Provider, ProviderError
 from monitor.redact import Redactor
-from monitor.store import PollRun, UsageReader, UsageWriter
+from monitor.store import PollRun, UsageReader, UsageWriter, store_error_text
 from monitor.tokens import TokenState, with_series_labels
 
 __all__ = ["CycleListener", "CycleReport", "Poller"]
@@ -256,10 +256,7 @@ class Poller:
 
 
 def _store_reason(exc: Exception) -> str:
-    """The database's own words, on one line, without SQLAlchemy's SQL and parameters."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{type(orig or exc).__name__}: {text}"[:300]
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {store_error_text(exc)}"
 
 
 def _needs_windows(state: TokenState) -> bool:

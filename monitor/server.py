@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from monitor.errors import StartupError
 from monitor.metrics import Exposition
 from monitor.secret import Secret
 
@@ -240,8 +242,9 @@ def build_app(
 
     async def readyz(_: Request) -> Response:
         providers = readiness()
-        ready = all(providers.values())
-        body = {"ready": ready, "providers": providers}
+        store = exposition.store_up
+        ready = all(providers.values()) and store
+        body = {"ready": ready, "providers": providers, "store": store}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def list_tokens(_: Request) -> Response:
@@ -279,6 +282,27 @@ class EmbeddedServer(uvicorn.Server):
             for sock in server.sockets:
                 return int(sock.getsockname()[1])
         return None
+
+
+def bind(listen: str) -> socket.socket:
+    """The listening socket for `listen`, bound here rather than inside uvicorn, so that a port
+    already taken is one StartupError line instead of uvicorn's log and exit."""
+    host, port = _host(listen), int(listen.rpartition(":")[2])
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    return sock
 
 
 def make_server(app: Starlette, listen: str) -> EmbeddedServer:

@@ -102,10 +102,14 @@ def with_series_labels(states: Mapping[str, TokenState]) -> dict[str, TokenState
     for state in states.values():
         if state.name in repeated:
             groups.setdefault(state.name, []).append(state)
+    taken = set(counts)
     for name, group in groups.items():
         group.sort(key=lambda s: (s.missing_since is not None, s.first_seen, s.token_id))
         for rank, state in enumerate(group):
             label = "" if rank == 0 else f"{name}#{state.token_id}"
+            while label in taken:  # a token named like another's label ("x#3"): step aside
+                label += "#"
+            taken.add(label)
             if state.label != label:
                 out[state.token_id] = replace(state, label=label)
     return out

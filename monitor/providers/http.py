@@ -17,6 +17,7 @@ and map errors the same way."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -70,11 +71,18 @@ class RelayResponse:
 
 
 def decode_json(response: RelayResponse) -> Any:
-    """The body as JSON, or ProviderError('malformed')."""
+    """The body as JSON, or ProviderError('malformed').
+
+    orjson refuses a whole document for one number it cannot hold (`1e400`) or a bare `NaN`;
+    the standard library reads those as floats, which the field readers then refuse for that
+    entry alone (`monitor.providers.parse`): one bad entry must not fail the whole provider."""
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError as exc:
-        raise ProviderError("malformed", f"{response.path}: invalid JSON ({exc.msg})") from None
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError):
+            raise ProviderError("malformed", f"{response.path}: invalid JSON ({exc.msg})") from None
 
 
 class RelayHTTP:

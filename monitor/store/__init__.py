@@ -1,6 +1,6 @@
 """The usage history in SQL: schema and migrations, the cycle writer, readers and retention."""
 
-from monitor.store.db import apply_migrations, open_engine
+from monitor.store.db import StoreUnavailable, apply_migrations, open_engine, store_error_text
 from monitor.store.reader import HistoryPoint, LoggedRequest, ProviderFacts, UsageReader
 from monitor.store.retention import Pruned, prune
 from monitor.store.writer import PollRun, UsageWriter
@@ -11,9 +11,11 @@ __all__ = [
     "PollRun",
     "ProviderFacts",
     "Pruned",
+    "StoreUnavailable",
     "UsageReader",
     "UsageWriter",
     "apply_migrations",
     "open_engine",
     "prune",
+    "store_error_text",
 ]

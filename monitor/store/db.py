@@ -8,23 +8,51 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from monitor.store.migrations import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "apply_migrations", "open_engine"]
+__all__ = ["MIGRATIONS", "StoreUnavailable", "apply_migrations", "open_engine", "store_error_text"]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened or brought up to date: one line that says why (no SQL, no
+    parameters, no password)."""
 
 
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine with WAL and a busy timeout on SQLite, its schema brought up to date."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    where = _shown(url)
+    try:
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+    except (OSError, ArgumentError, ImportError) as exc:
+        raise StoreUnavailable(f"cannot open the database {where}: {store_error_text(exc)}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:
-        apply_migrations(engine)
+        try:
+            apply_migrations(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            engine.dispose()
+            raise StoreUnavailable(f"cannot open the database {where}: {store_error_text(exc)}") from None
     return engine
+
+
+def store_error_text(exc: BaseException) -> str:
+    """The database's own words on one line, without SQLAlchemy's SQL and parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:300]
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

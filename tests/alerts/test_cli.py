@@ -123,7 +123,7 @@ def test_export_writes_backtest_input(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     seed(tmp_path)
     out = tmp_path / "history.jsonl"
-    assert main(["-c", str(cfg), "export", "--since", "100000d", "--output", str(out)]) == 0
+    assert main(["-c", str(cfg), "export", "--since", "36500d", "--output", str(out)]) == 0
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert {line["token"] for line in lines if line.get("type") == "token"} == {
         "prod-webapp-api-2024-01",

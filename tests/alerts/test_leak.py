@@ -307,7 +307,7 @@ async def test_a_synthetic_fleet_replays_with_every_leak_caught_and_no_false_qua
     sc = generate(seed=21, clean=6)
     policies = tuple(TokenPolicy(match=k, business_hours=v) for k, v in sc.business_hours.items())
     provider = ProviderSettings(
-        name="default",
+        name="sc",  # the provider the generated lines name: its 900 s poll interval applies
         kind="laozhang",
         base_url="http://x.invalid",
         admin_token=Secret(""),

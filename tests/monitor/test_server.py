@@ -82,7 +82,11 @@ async def test_without_a_token_the_api_is_open() -> None:
 async def test_readiness_waits_for_every_provider() -> None:
     async with client({"lz": True, "one": False}) as c:
         r = await c.get("/readyz")
-        assert r.status_code == 503 and r.json() == {"ready": False, "providers": {"lz": True, "one": False}}
+        assert r.status_code == 503 and r.json() == {
+            "ready": False,
+            "providers": {"lz": True, "one": False},
+            "store": True,
+        }
     async with client({"lz": True}) as c:
         assert (await c.get("/readyz")).status_code == 200
 

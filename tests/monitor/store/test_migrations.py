@@ -36,7 +36,9 @@ def _columns(db: Path) -> dict[str, list[tuple[str, str, int]]]:
             for t in tables
             if t != "sqlite_sequence"
         }
-        for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"):
+        for (index,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        ):
             out[f"index:{index}"] = [(c[2], "", 0) for c in conn.execute(f"PRAGMA index_info({index})")]
     conn.close()
     return out
