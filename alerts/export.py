@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.store import UsageReader
-from monitor.tokens import TokenState
+from monitor.tokens import TokenState, with_series_labels
 
 __all__ = ["export_lines"]
 
@@ -27,7 +27,7 @@ def _token_line(s: TokenState) -> dict[str, Any]:
     return {
         "type": "token",
         "provider": s.provider,
-        "token": s.name,
+        "token": s.series,
         "created_at": _iso(s.created_at),
         "status": s.status,
         "expires_at": _iso(s.expires_at),
@@ -40,7 +40,8 @@ def export_lines(reader: UsageReader, *, since: float, raw_after: float) -> Iter
     """Token metadata, then usage: one line per stored delta where raw deltas are still kept
     (after `raw_after`), one per hourly rollup before that. Model and client IP are not part of
     the stored deltas, so exported lines carry neither."""
-    states = [s for by_id in reader.token_states().values() for s in by_id.values()]
+    # Labelled as the daemon labels them: two tokens that share a name stay two histories.
+    states = [s for by_id in reader.token_states().values() for s in with_series_labels(by_id).values()]
     for s in sorted(states, key=lambda s: (s.provider, s.name)):
         yield _token_line(s)
     for s in states:
@@ -58,7 +59,7 @@ def _usage(s: TokenState, ts: float, cost: float, requests: int) -> dict[str, An
     return {
         "ts": _iso(ts),
         "provider": s.provider,
-        "token": s.name,
+        "token": s.series,
         "requests": requests,
         "cost_usd": round(cost, 9),
     }

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
+import re2
 
 __all__ = [
     "MAX_NAME_CHARS",
