@@ -36,11 +36,14 @@ from monitor.spend import UsageMark
 from monitor.store import open_engine
 from monitor.tokens import TokenState
 
-__all__ = ["BacktestInput", "read_input", "run_backtest"]
+__all__ = ["SIGNAL_SETS", "BacktestInput", "read_input", "run_backtest", "spend_only"]
 
 log = logging.getLogger("keywatch.backtest")
 
 DEFAULT_INTERVAL = 60.0
+# What the relay reports: `all` replays the lines as they are; `spend` as a relay that reports only
+# spend and request counts per token would (laozhang's list, one-api/new-api with logs off).
+SIGNAL_SETS = ("all", "spend")
 TAIL = 2 * 3600.0  # keep stepping after the last line, so alerts can resolve
 
 
@@ -91,6 +94,22 @@ def read_input(lines: Iterable[bytes | str]) -> BacktestInput:
             raise ValueError(f"line {number}: {exc}") from None
     data.usage.sort(key=lambda u: u.ts)
     return data
+
+
+def spend_only(data: BacktestInput) -> BacktestInput:
+    """The history as a spend-only relay reports it: no client IPs, no models, and the lines of
+    one token at one time summed into one (a relay's counter cannot tell them apart)."""
+    merged: dict[tuple[float, str, str], list[float]] = {}
+    for u in data.usage:
+        acc = merged.setdefault((u.ts, u.provider, u.token), [0.0, 0.0])
+        acc[0] += u.cost
+        acc[1] += u.requests
+    usage = [
+        _Usage(ts, provider, token, int(req), round(cost, 9), None, None)
+        for (ts, provider, token), (cost, req) in merged.items()
+    ]
+    usage.sort(key=lambda u: u.ts)
+    return BacktestInput(usage, dict(data.tokens))
 
 
 class _RecordingRelay:
@@ -184,8 +203,15 @@ def _state(provider: str, name: str, meta: dict[str, Any], start: float) -> Toke
     )
 
 
-async def run_backtest(data: BacktestInput, settings: Settings) -> list[dict[str, Any]]:
-    """The alert transitions of the replay, in time order (DESIGN §3.5 output objects)."""
+async def run_backtest(
+    data: BacktestInput, settings: Settings, *, signals: str = "all"
+) -> list[dict[str, Any]]:
+    """The alert transitions of the replay, in time order (DESIGN §3.5 output objects, each with
+    the `signals` set it was replayed with)."""
+    if signals not in SIGNAL_SETS:
+        raise ValueError(f"signals must be one of {', '.join(SIGNAL_SETS)}")
+    if signals == "spend":
+        data = spend_only(data)
     if not data.usage:
         return []
     names = sorted({u.provider for u in data.usage} | {p for p, _ in data.tokens})
@@ -216,6 +242,9 @@ async def run_backtest(data: BacktestInput, settings: Settings) -> list[dict[str
                         "state": t.to_state,
                         "value": a.value,
                         "action": action if t.to_state == "firing" else "none",
+                        "signals": signals,
+                        "summary": a.summary,
+                        "evidence": a.annotations.get("signals", ""),
                     }
                 )
 

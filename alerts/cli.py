@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import Engine
 
 from alerts.audit import audit
-from alerts.backtest import read_input, run_backtest, write_output
+from alerts.backtest import SIGNAL_SETS, read_input, run_backtest, write_output
 from alerts.export import export_lines
 from alerts.matchers import MatcherError
 from alerts.mute import SilenceError, Silences
@@ -77,6 +77,13 @@ def register(sub: Any) -> dict[str, Handler]:
     backtest.add_argument("--input", required=True, help="JSON Lines (DESIGN §3.5); .gz is fine")
     backtest.add_argument("--output", default=None, help="write the transitions as JSON Lines here")
     backtest.add_argument("--json", action="store_true", help="print the transitions as one JSON array")
+    backtest.add_argument(
+        "--signals",
+        choices=SIGNAL_SETS,
+        default="all",
+        help="all: replay the lines as they are; spend: as a relay that reports only spend and "
+        "request counts would (no IPs, no models)",
+    )
 
     export = sub.add_parser("export", help="write stored history in the backtest input format")
     export.add_argument("--since", default="30d")
@@ -303,7 +310,7 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
             q.setLevel(logging.WARNING)
     started = time.monotonic()
     try:
-        rows = asyncio.run(run_backtest(data, settings))
+        rows = asyncio.run(run_backtest(data, settings, signals=args.signals))
     finally:
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
@@ -317,7 +324,8 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     summary = ", ".join(f"{rule} {n}" for rule, n in fired.most_common()) or "nothing fired"
     acted = ", ".join(f"{a} {n}" for a, n in actions.items()) or "no quarantine"
     print(
-        f"backtest: {len(data.usage):,} usage lines replayed in {took:.1f}s: {summary}; {acted}",
+        f"backtest (signals: {args.signals}): {len(data.usage):,} usage lines replayed in {took:.1f}s: "
+        f"{summary}; {acted}",
         file=sys.stderr,
     )
     return 0

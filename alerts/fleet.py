@@ -33,6 +33,9 @@ class FleetContext:
     model_adopters: Mapping[str, int] = field(default_factory=dict)  # model -> tokens that took it up lately
     model_users: Mapping[str, int] = field(default_factory=dict)  # model -> tokens that used it this week
     fleet_model_min: int = 3  # adopters (or users) that make a model the fleet's
+    # The fleet's move in money per request over the last 6 hours against the week before (ln):
+    # a model upgrade everyone took shifts every token's price at once, and is no thief's.
+    price_drift: float = 0.0
 
     def is_fleet_model(self, model: str) -> bool:
         """A model many tokens took up within the adoption window (a rollout), or that many tokens
@@ -60,6 +63,7 @@ class FleetContext:
         model_counts: list[float] = []
         adopters: dict[str, int] = {}
         users: dict[str, int] = {}
+        drifts: list[float] = []
         n = active = with_models = 0
         for s in states:
             n += 1
@@ -70,6 +74,10 @@ class FleetContext:
             if s.covered_hours(h) >= 24:
                 st = s.stats(h)
                 rates.append(max(st.mean_cost, st.active_level))
+            if s.has_requests and s.covered_hours(h) >= 7 * 24 and last >= now - 6 * HOUR:
+                drift = _price_drift(s, h + 1)
+                if drift is not None:
+                    drifts.append(drift)
             if last >= day_ago:
                 if s.ips:
                     ip_counts.append(sum(1 for r in s.ips.values() if r[1] >= day_ago))
@@ -100,7 +108,18 @@ class FleetContext:
             model_adopters=adopters,
             model_users=users,
             fleet_model_min=max(min_adopters, math.ceil(adopter_share * with_models)),
+            price_drift=quantile(drifts, 0.5) if len(drifts) >= 5 else 0.0,
         )
+
+
+def _price_drift(s: TokenHistory, h: int) -> float | None:
+    """ln($/request) of the 6 hours before hour `h` against the 7 days before those."""
+    cost, req, _ = s.hours_before(h, 7 * 24 + 6)
+    c_old, r_old = sum(cost[:-6]), sum(req[:-6])
+    c_new, r_new = sum(cost[-6:]), sum(req[-6:])
+    if min(r_old, r_new) < 20 or min(c_old, c_new) <= 0:
+        return None
+    return math.log(c_new / r_new) - math.log(c_old / r_old)
 
 
 def quantile(values: list[float], q: float) -> float:

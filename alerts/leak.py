@@ -43,8 +43,17 @@ from typing import Final, Protocol
 
 from alerts.anomaly import AnomalyDetector, Tier
 from alerts.fleet import FleetContext
-from alerts.model import Finding
+from alerts.model import Finding, Signal
 from alerts.series import HOUR, Ident, TokenHistory, minute_of
+from alerts.spend_evidence import (
+    SpendParams,
+    drain,
+    is_month_end,
+    price_shift,
+    quiet_slot,
+    spend_limit,
+    wake_volume,
+)
 from monitor.config import BusinessHours, parse_business_hours
 from monitor.providers.base import TokenLimits
 from monitor.settings import LeakRule, TokenPolicy
@@ -108,13 +117,6 @@ class LeakParams:
 
 
 @dataclass(frozen=True, slots=True)
-class Signal:
-    name: str
-    detail: str
-    counted: bool = True  # False: shown to people, but not evidence enough to act on
-
-
-@dataclass(frozen=True, slots=True)
 class LeakResult:
     signals: tuple[Signal, ...]
     fire: bool
@@ -144,9 +146,16 @@ class _Recent:
 
 
 class LeakDetector:
-    def __init__(self, params: LeakParams | None = None, *, anomaly: AnomalyDetector | None = None) -> None:
+    def __init__(
+        self,
+        params: LeakParams | None = None,
+        *,
+        anomaly: AnomalyDetector | None = None,
+        spend: SpendParams | None = None,
+    ) -> None:
         self.params = params or LeakParams()
         self.anomaly = anomaly or AnomalyDetector()
+        self.spend = spend or SpendParams()
 
     def evaluate(
         self,
@@ -262,6 +271,7 @@ class LeakDetector:
         ep = _Episode(
             since=since,
             head=head,
+            first_hour=first_hour,
             cost=sum(state.cost_at(k) for k in range(first_hour, head + 1)),
             requests=sum(state.requests_at(k) for k in range(first_hour, head + 1)),
             watched=since - state.started_at >= DAY,
@@ -283,16 +293,66 @@ class LeakDetector:
             *self._model_signals(state, meta, fleet, ep, recent_models),
             *self._limit_signals(state, meta, ep),
         ]
-        hours = policy.business_hours if policy is not None else None
-        if hours and recent.active and not _business_hours(hours).contains(now):
+        signals += self._spend_signals(state, now, meta, fleet, recent, primary, ep)
+        off = self._off_hours(state, now, policy, recent)
+        if off is not None:
             familiar = bool(recent_ips) and not new_ips and not new_models
-            detail = f"outside {hours}" + (" from its usual IPs and models" if familiar else "")
-            signals.append(Signal("off_hours", detail, counted=not familiar))
+            month_end = is_month_end(now)
+            detail = off + (" from its usual IPs and models" if familiar else "")
+            detail += " (a month end: batch jobs are expected)" if month_end and not familiar else ""
+            signals.append(Signal("off_hours", detail, counted=not familiar and not month_end))
         corroborating = sum(1 for s in signals if s.counted and s.name not in PRIMARY)
         top_models = tuple(sorted(recent_models, key=lambda k: -recent_models[k][3])[:5])
         top_ips = tuple(sorted(recent_ips, key=lambda k: -recent_ips[k][2])[:5])
         onset = max(since, state.started_at)
         return LeakResult(tuple(signals), corroborating >= 1, ep.cost, onset, top_models, top_ips)
+
+    def _off_hours(
+        self, state: TokenHistory, now: float, policy: TokenPolicy | None, recent: _Recent
+    ) -> str | None:
+        """Why now is off-hours for the token: its policy's business_hours, or (without one) its
+        own weekly profile (alerts/spend_evidence.py)."""
+        if not recent.active:
+            return None
+        hours = policy.business_hours if policy is not None else None
+        if hours:
+            return None if _business_hours(hours).contains(now) else f"outside {hours}"
+        return quiet_slot(state, minute_of(now) // 60, recent.spend, self.spend)
+
+    def _spend_signals(
+        self,
+        state: TokenHistory,
+        now: float,
+        meta: TokenMeta | None,
+        fleet: FleetContext,
+        recent: _Recent,
+        primary: list[Signal],
+        ep: _Episode,
+    ) -> list[Signal]:
+        """What the money alone says (alerts/spend_evidence.py): the price per request, the size of
+        a dormant token's wake, the token's own spend limit."""
+        out: list[Signal] = []
+        cost, requests = recent.spend * recent.window / HOUR, recent.requests * recent.window / HOUR
+        shift = price_shift(
+            state, cost, requests, recent.window, ep.first_hour, self.spend, fleet_drift=fleet.price_drift
+        )
+        if shift is not None:
+            out.append(shift)
+        if any(s.name == "dormant_wake" for s in primary) and state.run_start is not None:
+            woke = state.run_start
+            awake = max((now - woke) / HOUR, recent.window / HOUR)
+            rate = ep.cost / awake  # the whole wake, not its busiest quarter-hour
+            wake = wake_volume(state, woke, rate, fleet.typical_rate, self.spend)
+            if wake is not None:
+                out.append(wake)
+        if any(s.name == "spike" for s in primary):
+            sustained = drain(state, ep.first_hour, now, self.spend)
+            if sustained is not None:
+                out.append(sustained)
+        limit = spend_limit(state, meta.limits.daily_usd if meta is not None else None, ep.head)
+        if limit is not None:
+            out.append(limit)
+        return out
 
     def _ip_signals(
         self,
@@ -382,6 +442,7 @@ class _Episode:
 
     since: float  # identities first seen after this are new
     head: int  # the newest hour
+    first_hour: int  # the episode's first hour: the token's usual behaviour is from before it
     cost: float  # $ since the onset hour
     requests: float
     watched: bool  # keywatch watched the token for a day before the onset: "usual" means something

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["AlertState", "Finding", "Severity"]
+__all__ = ["AlertState", "Finding", "Severity", "Signal"]
 
 Severity = Literal["info", "warning", "critical", "security"]
 AlertState = Literal["inactive", "pending", "firing", "resolved"]
@@ -33,6 +33,15 @@ class Finding:
     @property
     def fingerprint(self) -> str:
         return alert_fingerprint(self.rule, self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One piece of evidence a detector found (the leak rule's signals), with its numbers."""
+
+    name: str
+    detail: str
+    counted: bool = True  # False: shown to people, but not evidence enough to act on
 
 
 def alert_fingerprint(rule: str, labels: Mapping[str, str]) -> str:

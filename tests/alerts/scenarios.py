@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
     sc = generate(args.seed)
     write(sc, args.out)
     provider = ProviderSettings(
-        name="default",
+        name="sc",  # the provider the generated lines name, so its 15-minute polls apply
         kind="laozhang",
         base_url="http://x.invalid",
         admin_token=Secret(""),
