@@ -104,6 +104,10 @@ class AnomalyResult:
     tier: Tier
     fire: bool  # every condition holds this poll (`for` is the alert state machine's job)
     window: float  # seconds compared
+    # Polls the condition must hold beyond `for`: where a zero-heavy token is usually idle, its spend
+    # comes in bursts, and one burst stays in the sliding hour for an hour of polls; an anomaly
+    # must outlast a burst. (Its scheduled hours, an office's days, are not bursts.)
+    extra_polls: int = 0
 
 
 class AnomalyDetector:
@@ -172,7 +176,14 @@ class AnomalyDetector:
             and pct >= rule.min_impact_pct
             and (requests >= rule.min_requests or not state.has_requests)
         )
-        return AnomalyResult(score, expected, x, excess, pct, requests, tier, fire, w)
+        h = minute_of(now) // 60
+        bursty = (
+            tier != "new"
+            and state.stats(h).zero_share >= 0.5
+            and self.baseline(state, h, fleet).active_share < 0.5
+        )
+        extra = math.ceil(HOUR / max(self.poll_interval, MINUTE)) - 1 if bursty else 0
+        return AnomalyResult(score, expected, x, excess, pct, requests, tier, fire, w, extra)
 
     def baseline(self, state: TokenHistory, h: int, fleet: FleetContext | None = None) -> Baseline:
         """The baseline for hour `h` (absolute hour index) from the complete hours before it."""
@@ -272,7 +283,7 @@ def anomaly_finding(
             "requests": f"{result.requests:.0f}",
             "tier": result.tier,
         },
-        for_polls=rule.for_polls,
+        for_polls=rule.for_polls + result.extra_polls,
         keep_firing_for=keep_firing_for,
     )
 

@@ -80,7 +80,14 @@ class Detection:
         return len(by_key)
 
     def observe(self, provider: str, cycle: Cycle) -> None:
-        """Book what one poll found: spend deltas into the buckets, log rows' models and IPs."""
+        """Book what one poll found: spend deltas into the buckets, log rows' models and IPs. A
+        model the fleet's context has not seen yet makes it stale: a rollout must be seen as one
+        from its first poll, not an hour later."""
+        cached = self._fleets.get(provider)
+        if cached is not None and any(
+            rec.model and rec.model not in cached[2].model_users for rec in cycle.fresh
+        ):
+            del self._fleets[provider]
         for token_id in cycle.retired:  # the id names a new token now: its past is not this one's
             self.histories.pop((provider, token_id), None)
             self.scores.pop((provider, token_id), None)
@@ -102,10 +109,17 @@ class Detection:
         live = [s for s in states if s.status in _LIVE]
         histories = [(s, self._history(provider, s, now)) for s in live]
         fleet = self._fleet(provider, [h for _, h in histories], now)
+        projects: dict[tuple[str, str], list[TokenHistory]] = {}
+        for state, hist in histories:
+            if state.project:
+                projects.setdefault((state.env, state.project), []).append(hist)
         for state, hist in histories:
             key = (provider, state.token_id)
+            siblings = [h for h in projects.get((state.env, state.project), ()) if h is not hist]
             a = anomaly.evaluate(hist, now, rules.anomaly, fleet)
-            lk = leak.evaluate(hist, now, policies.policy_for(state.name), state, fleet, rule=rules.leak)
+            lk = leak.evaluate(
+                hist, now, policies.policy_for(state.name), state, fleet, rule=rules.leak, siblings=siblings
+            )
             self.scores[key] = round(max(a.score, 0.0), 3)
             if a.fire or lk.fire:
                 hist.mark_anomalous(now, a.window)  # keep the episode out of its own baseline

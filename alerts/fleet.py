@@ -33,15 +33,25 @@ class FleetContext:
     model_adopters: Mapping[str, int] = field(default_factory=dict)  # model -> tokens that took it up lately
     model_users: Mapping[str, int] = field(default_factory=dict)  # model -> tokens that used it this week
     fleet_model_min: int = 3  # adopters (or users) that make a model the fleet's
-    # The fleet's move in money per request over the last 6 hours against the week before (ln):
-    # a model upgrade everyone took shifts every token's price at once, and is no thief's.
+    # The fleet's move in money per request over the last 6 hours against the two weeks before (ln;
+    # the reference tokens' usual prices are taken over): a model upgrade everyone took shifts every
+    # token's price at once, and is no thief's.
     price_drift: float = 0.0
 
+    # model -> tokens that took it up in the last few hours: a rollout under way shows here first
+    model_starters: Mapping[str, int] = field(default_factory=dict)
+    rollout_min: int = 3
+
     def is_fleet_model(self, model: str) -> bool:
-        """A model many tokens took up within the adoption window (a rollout), or that many tokens
-        use anyway: a token starting to use it is no evidence of a thief."""
+        """A model many tokens took up within the adoption window (a rollout), that several took
+        up in the last hours (a rollout under way), or that many tokens use anyway: a token
+        starting to use it is no evidence of a thief."""
         need = self.fleet_model_min
-        return self.model_adopters.get(model, 0) >= need or self.model_users.get(model, 0) >= need
+        return (
+            self.model_adopters.get(model, 0) >= need
+            or self.model_users.get(model, 0) >= need
+            or self.model_starters.get(model, 0) >= self.rollout_min
+        )
 
     @classmethod
     def build(
@@ -52,16 +62,20 @@ class FleetContext:
         adoption_window: float = 2 * DAY,
         min_adopters: int = 3,
         adopter_share: float = 0.2,
+        rollout_window: float = 6 * HOUR,
+        rollout_share: float = 0.05,
     ) -> FleetContext:
         """`adopter_share`: the share of active tokens (with model data) that must take a model up
         within `adoption_window`, or use it this week, for it to count as the fleet's (at least
-        `min_adopters` tokens)."""
+        `min_adopters` tokens); `rollout_share` of them taking it up within `rollout_window`
+        makes it the fleet's too, while a rollout is still under way."""
         h = hour_of(now)
         since_adopt, week_ago, day_ago = now - adoption_window, now - 7 * DAY, now - DAY
         rates: list[float] = []
         ip_counts: list[float] = []
         model_counts: list[float] = []
         adopters: dict[str, int] = {}
+        starters: dict[str, int] = {}
         users: dict[str, int] = {}
         drifts: list[float] = []
         n = active = with_models = 0
@@ -74,7 +88,7 @@ class FleetContext:
             if s.covered_hours(h) >= 24:
                 st = s.stats(h)
                 rates.append(max(st.mean_cost, st.active_level))
-            if s.has_requests and s.covered_hours(h) >= 7 * 24 and last >= now - 6 * HOUR:
+            if s.has_requests and s.covered_hours(h) >= 3 * 24 and last >= now - 6 * HOUR:
                 drift = _price_drift(s, h + 1)
                 if drift is not None:
                     drifts.append(drift)
@@ -96,6 +110,8 @@ class FleetContext:
             for model, r in s.models.items():
                 if r[0] >= since_adopt:
                     adopters[model] = adopters.get(model, 0) + 1
+                if r[0] >= now - rollout_window:
+                    starters[model] = starters.get(model, 0) + 1
         return cls(
             at=now,
             tokens=n,
@@ -108,13 +124,15 @@ class FleetContext:
             model_adopters=adopters,
             model_users=users,
             fleet_model_min=max(min_adopters, math.ceil(adopter_share * with_models)),
+            model_starters=starters,
+            rollout_min=max(min_adopters, math.ceil(rollout_share * with_models)),
             price_drift=quantile(drifts, 0.5) if len(drifts) >= 5 else 0.0,
         )
 
 
 def _price_drift(s: TokenHistory, h: int) -> float | None:
-    """ln($/request) of the 6 hours before hour `h` against the 7 days before those."""
-    cost, req, _ = s.hours_before(h, 7 * 24 + 6)
+    """ln($/request) of the 6 hours before hour `h` against the 14 days before those."""
+    cost, req, _ = s.hours_before(h, 14 * 24 + 6)
     c_old, r_old = sum(cost[:-6]), sum(req[:-6])
     c_new, r_new = sum(cost[-6:]), sum(req[-6:])
     if min(r_old, r_new) < 20 or min(c_old, c_new) <= 0:

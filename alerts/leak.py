@@ -36,7 +36,7 @@ the quiet majority of tokens a poll costs a window sum and a few comparisons.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final, Protocol
@@ -114,6 +114,9 @@ class LeakParams:
     many_ips_factor: float = 3.0
     breadth_min_ips: int = 4
     breadth_min_models: int = 3
+    ip_settle: float = 3 * DAY  # watched this long before a new IP is news
+    sibling_move_ratio: float = 2.0  # a project mate at this many times its expected rate moves too
+    sibling_ratio: float = 20.0  # a surge this far beyond its expected, project mates flat: evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +169,10 @@ class LeakDetector:
         fleet: FleetContext,
         *,
         rule: LeakRule | None = None,
+        siblings: Sequence[TokenHistory] = (),
     ) -> LeakResult:
+        """`siblings`: the histories of the token's project mates (the same env and project in
+        their names), whose movement tells a project-wide change from one key's."""
         if rule is not None and not rule.enabled:
             return _QUIET
         w = self.anomaly.span(state, self.params.window)
@@ -177,7 +183,9 @@ class LeakDetector:
         since: float | None = None
         last_minute = minute_of(now)
         first_hour = last_minute // 60
-        spike = self._spike(state, recent, first_hour)
+        spike = self._spike(
+            state, recent, first_hour, lambda: self._off_hours(state, now, policy, recent) is not None
+        )
         if spike is not None:
             primary.append(spike)
             # the episode starts no later than the hour of the window's first minute
@@ -192,11 +200,14 @@ class LeakDetector:
             first_hour = min(first_hour, minute_of(woke) // 60)
         if since is None:
             return _QUIET
-        return self._corroborate(state, now, policy, token_meta, fleet, recent, primary, since, first_hour)
+        return self._corroborate(
+            state, now, policy, token_meta, fleet, recent, primary, since, first_hour, siblings
+        )
 
     # --- primary signals ------------------------------------------------------------------------
 
-    def _spike(self, state: TokenHistory, r: _Recent, h: int) -> Signal | None:
+    def _spike(self, state: TokenHistory, r: _Recent, h: int, off_hours: Callable[[], bool]) -> Signal | None:
+        """`off_hours`: asked (only when it matters) whether now is the token's off-hours."""
         if r.tier == "new":
             return None  # "far above its own pattern" needs a pattern (new tokens: spend_anomaly, budgets)
         p = self.params
@@ -207,8 +218,13 @@ class LeakDetector:
         idle_hour = self.anomaly.baseline(state, h).active_share == 0.0
         usual = st.active_level * HOUR / r.window if st.zero_share >= 0.5 and not idle_hour else 0.0
         base = max(r.expected, st.mean_cost, usual, p.min_expected_usd_per_hour)
-        if r.spend >= p.spike_ratio * base and r.spend - r.expected >= p.spike_min_usd_per_hour:
-            return Signal("spike", f"${r.spend:,.2f}/h, {r.spend / base:,.0f}x the usual ${base:,.2f}/h")
+        if r.spend - r.expected >= p.spike_min_usd_per_hour:
+            if r.spend < p.spike_ratio * base and idle_hour and off_hours():
+                # In its off-hours (its policy's, or its own weekly profile's) even its mean over
+                # the day is no yardstick: any real use there is unusual.
+                base = max(r.expected, p.min_expected_usd_per_hour)
+            if r.spend >= p.spike_ratio * base:
+                return Signal("spike", f"${r.spend:,.2f}/h, {r.spend / base:,.0f}x the usual ${base:,.2f}/h")
         if not state.has_requests:
             return None
         # Cheap-model abuse moves requests more than dollars: expect requests at the token's own
@@ -265,6 +281,7 @@ class LeakDetector:
         primary: list[Signal],
         since: float,
         first_hour: int,
+        siblings: Sequence[TokenHistory],
     ) -> LeakResult:
         head = max(state.head, first_hour)
         spike = primary[0].name == "spike"
@@ -293,19 +310,61 @@ class LeakDetector:
             *self._model_signals(state, meta, fleet, ep, recent_models),
             *self._limit_signals(state, meta, ep),
         ]
-        signals += self._spend_signals(state, now, meta, fleet, recent, primary, ep)
+        project = self._siblings(state, now, siblings, fleet)
+        together = project is not None and project.name == "siblings_move"
+        if project is not None:
+            signals.append(project)
+        for s in self._spend_signals(state, now, meta, fleet, recent, primary, ep):
+            # A project that moves as one (a launch, a migration) is its owners' doing, not a thief's:
+            # how long or when it runs is no evidence then; its price and limits still are.
+            counted = s.counted and not (together and s.name == "drain")
+            signals.append(Signal(s.name, s.detail, counted))
         off = self._off_hours(state, now, policy, recent)
         if off is not None:
             familiar = bool(recent_ips) and not new_ips and not new_models
             month_end = is_month_end(now)
             detail = off + (" from its usual IPs and models" if familiar else "")
             detail += " (a month end: batch jobs are expected)" if month_end and not familiar else ""
-            signals.append(Signal("off_hours", detail, counted=not familiar and not month_end))
+            detail += " (its whole project moves with it)" if together and not familiar else ""
+            signals.append(Signal("off_hours", detail, counted=not (familiar or month_end or together)))
         corroborating = sum(1 for s in signals if s.counted and s.name not in PRIMARY)
         top_models = tuple(sorted(recent_models, key=lambda k: -recent_models[k][3])[:5])
         top_ips = tuple(sorted(recent_ips, key=lambda k: -recent_ips[k][2])[:5])
         onset = max(since, state.started_at)
         return LeakResult(tuple(signals), corroborating >= 1, ep.cost, onset, top_models, top_ips)
+
+    def _siblings(
+        self, token: TokenHistory, now: float, siblings: Sequence[TokenHistory], fleet: FleetContext
+    ) -> Signal | None:
+        """Whether the token's project mates move with it (`siblings_move`: context, not evidence)
+        or stay flat while it surges far beyond them (`siblings_flat`: evidence, from
+        `sibling_ratio` times the token's expected rate)."""
+        p = self.params
+        ratios = []
+        for sib in siblings:
+            w = self.anomaly.span(sib, self.params.window)
+            cost, _ = sib.window(now, w)
+            expected, _, tier = self.anomaly.expectation(sib, now, w, fleet)
+            if tier != "new" and expected > 0:
+                ratios.append((cost * HOUR / w) / expected)
+        if not ratios:
+            return None
+        moving = sum(1 for r in ratios if r >= p.sibling_move_ratio)
+        if 2 * moving >= len(ratios):
+            return Signal("siblings_move", f"{moving} of its {len(ratios)} project mates rise with it", False)
+        if moving:
+            return None
+        # The surge over the last hour without its busiest quarter (the anomaly score's x): one
+        # wild poll of an over-dispersed token is not a drain.
+        x, _ = self.anomaly.observed(token, now, float(HOUR))
+        expected, _, _ = self.anomaly.expectation(token, now, float(HOUR), fleet)
+        surge = x / max(expected, p.min_expected_usd_per_hour)
+        counted = surge >= p.sibling_ratio
+        return Signal(
+            "siblings_flat",
+            f"{surge:,.0f}x its expected rate while its {len(ratios)} project mates stay flat",
+            counted,
+        )
 
     def _off_hours(
         self, state: TokenHistory, now: float, policy: TokenPolicy | None, recent: _Recent
@@ -332,17 +391,18 @@ class LeakDetector:
         """What the money alone says (alerts/spend_evidence.py): the price per request, the size of
         a dormant token's wake, the token's own spend limit."""
         out: list[Signal] = []
-        cost, requests = recent.spend * recent.window / HOUR, recent.requests * recent.window / HOUR
+        # The price over the last hour: one poll's few lines vary too much to say a model changed.
+        span = max(recent.window, float(HOUR))
+        cost, requests = state.window(now, span)
         shift = price_shift(
-            state, cost, requests, recent.window, ep.first_hour, self.spend, fleet_drift=fleet.price_drift
+            state, cost, requests, span, ep.first_hour, self.spend, fleet_drift=fleet.price_drift
         )
         if shift is not None:
             out.append(shift)
         if any(s.name == "dormant_wake" for s in primary) and state.run_start is not None:
             woke = state.run_start
             awake = max((now - woke) / HOUR, recent.window / HOUR)
-            rate = ep.cost / awake  # the whole wake, not its busiest quarter-hour
-            wake = wake_volume(state, woke, rate, fleet.typical_rate, self.spend)
+            wake = wake_volume(state, woke, ep.cost, awake, fleet.typical_rate, self.spend)
             if wake is not None:
                 out.append(wake)
         if any(s.name == "spike" for s in primary):
@@ -364,15 +424,26 @@ class LeakDetector:
     ) -> list[Signal]:
         p, since = self.params, ep.since
         out: list[Signal] = []
-        new = [r for r in recent.values() if r[0] > since]
-        known = [r for r in state.ips.values() if r[0] <= since]
+        new_keys = [k for k, r in recent.items() if r[0] > since]
+        known_keys = [k for k, r in state.ips.items() if r[0] <= since]
+        known = [state.ips[k] for k in known_keys]
         pool = [r for r in known if r[1] >= since - 7 * DAY]  # the clients of the week before
         churn = sum(1 for r in known if r[0] > max(since - 7 * DAY, state.started_at + DAY))
-        if ep.watched and known and new:
+        # IP novelty needs a settled pool (a sparse token's few sessions may not have shown all
+        # its servers yet), and only strangers count: new servers next to the known ones (the
+        # same /16, or /48) are the owner adding capacity, as in a launch.
+        settled = since - state.started_at >= p.ip_settle
+        home = {_network(k) for k in known_keys}
+        strangers = [recent[k] for k in new_keys if _network(k) not in home]
+        if settled and known and new_keys:
             if len(pool) > p.stable_ip_pool_max or churn > p.stable_new_ips_max:
-                out.append(Signal("new_ip", f"{len(new)} new IPs, but this token's IPs change", False))
-            elif (s := ep.share(state, new)) >= ep.need_share:
-                out.append(Signal("new_ip", f"{len(new)} new IPs carry {s:.0%} of the traffic"))
+                out.append(Signal("new_ip", f"{len(new_keys)} new IPs, but this token's IPs change", False))
+            elif strangers and (s := ep.share(state, strangers)) >= ep.need_share:
+                out.append(
+                    Signal(
+                        "new_ip", f"{len(strangers)} new IPs from other networks carry {s:.0%} of the traffic"
+                    )
+                )
         if meta is not None and meta.ip_whitelist and recent:
             allowed = _whitelist(tuple(meta.ip_whitelist))
             outside = sorted(ip for ip in recent if allowed and _outside(ip, allowed))
@@ -492,6 +563,19 @@ def _whitelist(entries: tuple[str, ...]) -> tuple[_Net, ...]:
         except ValueError:
             continue  # the audit reports malformed whitelists; here they simply match nothing
     return tuple(nets)
+
+
+@lru_cache(maxsize=65_536)
+def _network(ip: str) -> str:
+    """The /16 (IPv4) or /48 (IPv6) an address lies in: where an owner's servers usually are."""
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return ip  # not an address: only itself
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    prefix = 16 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
 def _outside(ip: str, nets: tuple[_Net, ...]) -> bool:

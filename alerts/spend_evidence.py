@@ -9,7 +9,8 @@ figures alone; each says what it saw, with its numbers:
   the token's hourly cost per request over two weeks (median and robust spread, hours weighted by
   their requests), widened for windows shorter than an hour or with fewer requests than its
   typical hour; a fleet-wide move (a model upgrade everyone took) is
-  taken off first. It must be >= 1.5x (or <= 1/1.5x) and >= 5 spreads away.
+  taken off first. It must be >= 2.5x (or <= 1/2.5x) and >= 5 spreads away, over the last hour:
+  a thief's model is usually 10-50x dearer (or a flood of one far cheaper).
 - `off_hours` (learned): spending in an hour-of-week where, in the last two to four weeks, the
   token never spent more than a tenth of its busy level — for tokens whose use recurs in the same
   weekly slots (offices, nightly batches), from two weeks of history; a token used at random
@@ -20,8 +21,8 @@ figures alone; each says what it saw, with its numbers:
   what the fleet's typical token spends in an hour).
 - `over_spend_limit`: more money in 24 hours than the token's own daily limit at the relay.
 
-Month ends are when companies run their batches: from noon on a month's last day to 06:00 on the
-first (UTC), use at an unusual hour (`off_hours`) is shown but not counted as evidence.
+Month ends are when companies run their batches: from noon to midnight on a month's last day
+(UTC), use at an unusual hour (`off_hours`) is shown but not counted as evidence.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _MIN_SPREAD: Final = 0.05  # ln $/request: prices never read as steadier than th
 
 @dataclass(frozen=True, slots=True)
 class SpendParams:
-    price_min_ratio: float = 1.5  # a shift must be at least this factor ...
+    price_min_ratio: float = 2.5  # a shift must be at least this factor (a fleet upgrade is ~1.3-1.6) ...
     price_spreads: float = 5.0  # ... and this many of the token's own spreads
     price_min_requests: float = 20.0  # fewer requests in the window say nothing about their price
     price_history_hours: int = 14 * DAY
@@ -218,12 +219,17 @@ def drain(state: TokenHistory, first_hour: int, now: float, p: SpendParams) -> S
 
 
 def wake_volume(
-    state: TokenHistory, woke: float, rate: float, fleet_rate: float, p: SpendParams
+    state: TokenHistory, woke: float, spent: float, awake: float, fleet_rate: float, p: SpendParams
 ) -> Signal | None:
-    """A dormant token waking up far above its old rate (`rate` $/h since it woke), or above what
-    the fleet's typical token spends in an active hour when its past is unknown."""
+    """A dormant token waking up far above its old busy rate, or above what the fleet's typical
+    token spends in an active hour when its past is unknown. `spent`: $ since it woke, `awake`:
+    hours since (at least a poll). Against its own past the rate is taken over an hour at least:
+    one busy poll of a token back at its old pace is no evidence."""
     old = _old_rate(state, woke)
-    reference, what = (old, "its old rate") if old > 0 else (fleet_rate, "the fleet's typical token")
+    if old > 0:
+        reference, what, rate = old, "its old busy rate", spent / max(awake, 1.0)
+    else:
+        reference, what, rate = fleet_rate, "the fleet's typical token", spent / awake
     if reference <= 0:
         return None
     if rate >= p.wake_factor * reference and rate - reference >= p.wake_min_usd_per_hour:
@@ -256,11 +262,10 @@ def spend_limit(state: TokenHistory, daily_usd: float | None, head: int) -> Sign
 
 
 def is_month_end(ts: float) -> bool:
-    """From noon on the last day of a month to 06:00 on the first (UTC): when month-end batches
-    run, at the close of business and through the night."""
+    """The afternoon and evening of a month's last day (UTC): when month-end batches run, at the
+    close of business. (The night after is the next month's: thieves like nights too.)"""
     d = datetime.fromtimestamp(ts, UTC)
-    last = calendar.monthrange(d.year, d.month)[1]
-    return (d.day == last and d.hour >= 12) or (d.day == 1 and d.hour < 6)
+    return d.day == calendar.monthrange(d.year, d.month)[1] and d.hour >= 12
 
 
 def _weighted_median(pairs: list[tuple[float, float]]) -> float:

@@ -248,8 +248,11 @@ class Feeder(Generic[T]):
         ip_pool: Callable[[float], list[str]] | None = None,
         idle_since: float | None = None,
         dispersion: float = 3.0,
+        spend_only: bool = False,
     ) -> None:
+        """`spend_only`: feed spend and requests alone, as a relay without logs reports them."""
         self.rng = random.Random(seed)
+        self.spend_only = spend_only
         self.token = Token(
             "t", rate, [(m, 1.0) for m in models], list(ips), report_ips=report_ips, ip_pool=ip_pool
         )
@@ -272,9 +275,11 @@ class Feeder(Generic[T]):
         while self.now < end:
             self.now += STEP
             if not quiet:
-                feed(self.history, lines_for(self.rng, self.token, self.now, mult))
+                feed(
+                    self.history, lines_for(self.rng, self.token, self.now, mult), spend_only=self.spend_only
+                )
             if extra is not None:
-                feed(self.history, extra(self.now))
+                feed(self.history, extra(self.now), spend_only=self.spend_only)
             if each is not None:
                 out.append(each(self.now))
         return out
@@ -290,10 +295,10 @@ def history(rate: Rate, *, days: float, seed: int = 0, **kw: Any) -> TokenHistor
     return f.history
 
 
-def feed(h: TokenHistory, lines: Iterable[Line]) -> None:
+def feed(h: TokenHistory, lines: Iterable[Line], *, spend_only: bool = False) -> None:
     for d in lines:
         ts = datetime.fromisoformat(str(d["ts"]).replace("Z", "+00:00")).timestamp()
-        model, ip = d.get("model"), d.get("ip")
+        model, ip = (None, None) if spend_only else (d.get("model"), d.get("ip"))
         h.observe(
             ts,
             float(d["cost_usd"]),  # type: ignore[arg-type]
@@ -356,6 +361,9 @@ def generate(seed: int = 1, *, clean: int = 52, days: int = 35) -> Scenario:
         elif kind == "mobile":
             t = Token(name(env, kind), service(rng.uniform(80, 400)), models, [])
             t.ip_pool = rotating_pool(rng, 40, 0.2)
+        elif kind == "serverless":  # cloud functions: hundreds of short-lived egress addresses
+            t = Token(name(env, kind), service(rng.uniform(60, 300)), models, [])
+            t.ip_pool = rotating_pool(rng, 300, 0.6)
         elif kind == "devmulti":
             t = Token(
                 name("dev", kind),
@@ -372,7 +380,17 @@ def generate(seed: int = 1, *, clean: int = 52, days: int = 35) -> Scenario:
             t.allowed_models = sorted({m for m, _ in t.models} | {"m-mini-2"})
         return t
 
-    kinds = ["office", "service", "growing", "nightly", "weekly", "sparse", "mobile", "devmulti"]
+    kinds = [
+        "office",
+        "service",
+        "growing",
+        "nightly",
+        "weekly",
+        "sparse",
+        "mobile",
+        "devmulti",
+        "serverless",
+    ]
     for i in range(clean):
         tokens.append(make(kinds[i % len(kinds)]))
     never_used = Token(name("dev", "dormant"), service(0), [("m-mini", 1.0)], [], status="unused")
@@ -562,6 +580,46 @@ def generate(seed: int = 1, *, clean: int = 52, days: int = 35) -> Scenario:
         "hours": 48,
     }
     tokens.append(sleeper)
+
+    # projects of sibling tokens (env-project-purpose-date): traffic that moves together
+    def project(purposes: tuple[str, ...]) -> list[Token]:
+        proj = f"shop{next(counter):03d}"
+        env = rng.choice(("prod", "prod", "test"))
+        ips = server_ips(2)
+        models = [(rng.choice(("m-mini", "m-flash", "m-haiku")), 1.0)]
+        base = rng.uniform(60, 250)
+        return [
+            Token(f"{env}-{proj}-{purpose}-2027-01", service(base * rng.uniform(0.5, 1.5)), models, ips)
+            for purpose in purposes
+        ]
+
+    launched_project = project(("api", "worker", "batch"))  # benign: the whole project doubles at once
+    on = onset_in(12, 28)
+    for tok in launched_project:
+        mults[tok.name] = between(on, end, 2.5)
+        events[tok.name] = {"type": "benign", "kind": "project_launch", "onset": iso(on + STEP), "hours": 720}
+        tokens.append(tok)
+    spiked_project = project(("api", "worker"))  # one sibling spikes for a few hours, the other stays
+    on = onset_in()
+    hours = rng.choice((2, 3))
+    mults[spiked_project[0].name] = between(on, on + hours * HOUR, rng.uniform(6, 10))
+    events[spiked_project[0].name] = {
+        "type": "spike",
+        "kind": "sibling_spike",
+        "onset": iso(on + STEP),
+        "hours": hours,
+    }
+    tokens.extend(spiked_project)
+    drained_project = project(("api", "worker", "cron"))  # a thief drains one sibling, same model
+    victim = drained_project[1]
+    attack(
+        victim,
+        Attack(
+            onset_in(), 10, 25 * level(victim), tuple(m for m, _ in victim.models), attacker_ips("103.7", 8)
+        ),
+        "sibling_drain",
+    )
+    tokens.extend(drained_project)
 
     # the fleet-wide model change: every token moves its main model to m-mini-2 within 6 hours
     change = START + 24 * DAY
