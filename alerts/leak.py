@@ -5,11 +5,12 @@ The rule therefore needs one *primary* signal — the token spends far above its
 (`spike`: >= 5x and >= $0.5/h above it, or the same in requests for cheap-model abuse), or a
 dormant token woke up (`dormant_wake`: first use after >= 14 quiet days, or since creation) —
 AND at least one *corroborating* signal about who is using it, or how:
-- `new_ip`: client IPs the token never used carry a real share of the traffic since the onset —
-  on a spike, at least half of its excess (a stranger's traffic *is* the excess; a launch that
-  adds servers while traffic doubles is not). Only for tokens whose clients are a small, stable
-  set (servers): a token used from many or changing IPs (browsers, mobile apps, rotating egress)
-  gives no evidence by a new IP;
+- `new_ip`: client IPs from networks the token never used (another /16, or /48) carry a real
+  share of the traffic since the onset — on a spike, at least half of its excess (a stranger's
+  traffic *is* the excess; a launch that adds servers next to the old ones is not). Only after
+  three days of watching, and for tokens whose clients are a small, stable set (servers): a token
+  used from many or changing IPs (browsers, mobile apps, rotating egress) gives no evidence by a
+  new IP;
 - `ip_not_whitelisted`: traffic from outside the token's `ip_whitelist` (CIDR-aware);
 - `many_ips`: many distinct IPs since the onset — 3x the token's usual pool (at least 8), or for
   a token without IP history, 2x what the fleet's typical token uses in a day (at least 4);
@@ -20,11 +21,21 @@ AND at least one *corroborating* signal about who is using it, or how:
   typical token uses;
 - `model_not_allowed`: models outside the token's `allowed_models`;
 - `over_request_limit`: more requests in 24 h than the token's own daily request limit;
-- `off_hours`: use outside the policy's `business_hours` — counted only when the traffic is not
-  entirely from the token's established IPs and models: the same servers running the same models
-  at night are a batch job (month-end), not a thief. (Where the relay reports no IPs, it counts.)
-So a x8 spike from the usual IPs and models, a launch at x2.2, a month-end batch and a fleet-wide
-model change do not fire; no signal fires alone.
+- `off_hours`: use outside the policy's `business_hours`, or (without one) in a quiet slot of the
+  token's own weekly profile — counted only when the traffic is not entirely from the token's
+  established IPs and models (the same servers running the same models at night are a batch
+  job), not on a month's last afternoon and evening (month-end batches), and not when the whole
+  project moves with it. Where the relay reports no IPs, it counts;
+- what the money alone says (alerts/spend_evidence.py, for relays that report only spend and
+  request counts): `price_shift` (money per request far from the token's own: another model),
+  `wake_volume` (a dormant token waking far above its old rate or the fleet's), `drain` (a surge
+  that outlasts benign bursts), `extreme_surge` (an hour far beyond anything the token does) —
+  these two not counted when the relay names clients and all traffic comes from the token's usual
+  IPs and models —, `over_spend_limit`, and `siblings_flat` (the token surges 20x
+  while its project mates stay flat; `siblings_move` — they move with it — is context, not
+  evidence).
+So a x8 spike from the usual IPs and models, a launch at x2.2, a month-end batch, a project-wide
+release and a fleet-wide model change do not fire; no signal fires alone.
 
 The spike compares the last 15 minutes (never less than a poll or the data's resolution) with the
 anomaly detector's baseline for them (alerts/anomaly.py), so "expected" means the same in both
@@ -48,6 +59,7 @@ from alerts.series import HOUR, Ident, TokenHistory, minute_of
 from alerts.spend_evidence import (
     SpendParams,
     drain,
+    extreme_surge,
     is_month_end,
     price_shift,
     quiet_slot,
@@ -314,14 +326,18 @@ class LeakDetector:
         together = project is not None and project.name == "siblings_move"
         if project is not None:
             signals.append(project)
+        # Where the relay names clients, traffic entirely from the token's usual servers and models
+        # is its owners' batch, however long, big or late it runs (a thief brings their own).
+        familiar = bool(recent_ips) and not new_ips and not new_models
         for s in self._spend_signals(state, now, meta, fleet, recent, primary, ep):
             # A project that moves as one (a launch, a migration) is its owners' doing, not a thief's:
             # how long or when it runs is no evidence then; its price and limits still are.
-            counted = s.counted and not (together and s.name == "drain")
-            signals.append(Signal(s.name, s.detail, counted))
+            sized = s.name in ("drain", "extreme_surge")
+            counted = s.counted and not (sized and (together or familiar))
+            detail = s.detail + (" from its usual IPs and models" if sized and familiar else "")
+            signals.append(Signal(s.name, detail, counted))
         off = self._off_hours(state, now, policy, recent)
         if off is not None:
-            familiar = bool(recent_ips) and not new_ips and not new_models
             month_end = is_month_end(now)
             detail = off + (" from its usual IPs and models" if familiar else "")
             detail += " (a month end: batch jobs are expected)" if month_end and not familiar else ""
@@ -409,6 +425,12 @@ class LeakDetector:
             sustained = drain(state, ep.first_hour, now, self.spend)
             if sustained is not None:
                 out.append(sustained)
+            x, _ = self.anomaly.observed(state, now, float(HOUR))
+            hour_expected, _, _ = self.anomaly.expectation(state, now, float(HOUR), fleet)
+            surge = extreme_surge(state, x, hour_expected, ep.first_hour, self.spend)
+            if surge is not None:
+                # A month-end batch is big by nature: shown, not counted, on a month's last evening.
+                out.append(Signal(surge.name, surge.detail, counted=not is_month_end(now)))
         limit = spend_limit(state, meta.limits.daily_usd if meta is not None else None, ep.head)
         if limit is not None:
             out.append(limit)

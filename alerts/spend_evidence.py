@@ -17,6 +17,9 @@ figures alone; each says what it saw, with its numbers:
   times has no such profile.
 - `drain`: a surge that goes on longer than benign bursts run (6 h) and twice as long as this
   token's own longest burst in the last weeks: bursts decay, a thief keeps draining.
+- `extreme_surge`: an hour at 25x what it expects and 5x the token's busiest hour in four weeks
+  (of which at least 24 hours saw real use): far beyond benign bursts (2-12x); not on a month's
+  last afternoon and evening, nor when its whole project moves with it.
 - `wake_volume`: a dormant token woke up spending far above its old busy rate (or, with no past, above
   what the fleet's typical token spends in an hour).
 - `over_spend_limit`: more money in 24 hours than the token's own daily limit at the relay.
@@ -40,6 +43,7 @@ __all__ = [
     "SpendParams",
     "UsualPrice",
     "drain",
+    "extreme_surge",
     "is_month_end",
     "price_shift",
     "quiet_slot",
@@ -59,7 +63,7 @@ class SpendParams:
     price_spreads: float = 5.0  # ... and this many of the token's own spreads
     price_min_requests: float = 20.0  # fewer requests in the window say nothing about their price
     price_history_hours: int = 14 * DAY
-    price_min_hours: int = 24  # hours with requests needed to know the token's price
+    price_min_hours: int = 8  # hours with requests needed to know its price (a nightly batch has 1-2 a day)
     quiet_weeks_min: int = 2  # weeks of history before a weekly profile means anything
     quiet_share: float = 0.1  # a slot is quiet when it never reached this share of the busy level
     quiet_use_share: float = 0.2  # use in a quiet slot counts from this share of the busy level ...
@@ -68,6 +72,9 @@ class SpendParams:
     min_busy_usd_per_hour: float = 0.05  # tokens busier than this have a profile worth reading
     drain_min_hours: float = 6.0  # longer than benign bursts run (launch spikes, batches: 1-4 h)
     drain_floor_usd: float = 0.01  # hours below this are no burst
+    surge_ratio: float = 25.0  # an hour this many times its expected ...
+    surge_over_busiest: float = 5.0  # ... and this many times its busiest hour in four weeks
+    surge_min_active_hours: int = 24  # hours of real use in those weeks before "busiest" means anything
     wake_factor: float = 3.0  # a waking token spends this many times its old busy rate ...
     wake_min_usd_per_hour: float = 0.5  # ... and at least this much
 
@@ -216,6 +223,29 @@ def drain(state: TokenHistory, first_hour: int, now: float, p: SpendParams) -> S
         return None
     past = f"its bursts in the last weeks ended within {longest} h" if longest else "it had no burst in weeks"
     return Signal("drain", f"surging for {hours:,.1f} h, where {past}")
+
+
+def extreme_surge(
+    state: TokenHistory, x: float, expected: float, first_hour: int, p: SpendParams
+) -> Signal | None:
+    """`x` $/h over the last hour (without its busiest quarter) far beyond anything this token
+    does: `surge_ratio` times what the hour expects and `surge_over_busiest` times its busiest
+    hour in the last four weeks. Benign bursts (launches, spikes, batches) run at 2-12x."""
+    if x < p.surge_ratio * max(expected, p.drain_floor_usd):
+        return None
+    cost, _, _, head = state.rings()
+    past = [cost[k % len(cost)] for k in range(max(first_hour - 28 * DAY, head - len(cost) + 1), first_hour)]
+    busiest = max(past, default=0.0)
+    # A token with only a few busy hours behind it has no "busiest hour" worth the name yet.
+    if sum(1 for c in past if c > p.drain_floor_usd) < p.surge_min_active_hours:
+        return None
+    if busiest <= 0 or x < p.surge_over_busiest * busiest:
+        return None
+    return Signal(
+        "extreme_surge",
+        f"${x:,.2f}/h over the last hour, {x / max(expected, p.drain_floor_usd):,.0f}x what the hour "
+        f"expects and {x / busiest:,.0f}x its busiest hour in four weeks",
+    )
 
 
 def wake_volume(

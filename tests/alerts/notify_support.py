@@ -131,10 +131,16 @@ class SmtpSink:
         return f"mailto://127.0.0.1:{self.port}?from=keywatch@example.com&to=ops@example.com"
 
 
+_HELD: list[object] = []
+
+
 def closed_port() -> int:
-    """A loopback port with nothing listening (connection refused)."""
+    """A loopback port with nothing listening (connection refused). The socket stays bound, never
+    listening, for the whole test process: a port merely closed again could be taken by a server
+    in a parallel test and the "refused" target would suddenly answer."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return int(s.getsockname()[1])

@@ -582,12 +582,12 @@ def generate(seed: int = 1, *, clean: int = 52, days: int = 35) -> Scenario:
     tokens.append(sleeper)
 
     # projects of sibling tokens (env-project-purpose-date): traffic that moves together
-    def project(purposes: tuple[str, ...]) -> list[Token]:
+    def project(purposes: tuple[str, ...], low: float = 60) -> list[Token]:
         proj = f"shop{next(counter):03d}"
         env = rng.choice(("prod", "prod", "test"))
         ips = server_ips(2)
         models = [(rng.choice(("m-mini", "m-flash", "m-haiku")), 1.0)]
-        base = rng.uniform(60, 250)
+        base = rng.uniform(low, 250)
         return [
             Token(f"{env}-{proj}-{purpose}-2027-01", service(base * rng.uniform(0.5, 1.5)), models, ips)
             for purpose in purposes
@@ -599,7 +599,8 @@ def generate(seed: int = 1, *, clean: int = 52, days: int = 35) -> Scenario:
         mults[tok.name] = between(on, end, 2.5)
         events[tok.name] = {"type": "benign", "kind": "project_launch", "onset": iso(on + STEP), "hours": 720}
         tokens.append(tok)
-    spiked_project = project(("api", "worker"))  # one sibling spikes for a few hours, the other stays
+    # one sibling spikes for a few hours, the other stays (busy enough that x6 passes min_impact_usd)
+    spiked_project = project(("api", "worker"), low=200)
     on = onset_in()
     hours = rng.choice((2, 3))
     mults[spiked_project[0].name] = between(on, on + hours * HOUR, rng.uniform(6, 10))

@@ -12,11 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from alerts.backtest import read_input, run_backtest
+from alerts.backtest import read_input, run_backtest, spend_only
 from monitor.cli import main
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings, Response, Settings, TokenPolicy
 from tests.alerts.scenarios import Scenario, generate
+from tests.alerts.scoring import score
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "detection"
 CONFIG = (
@@ -99,6 +100,39 @@ def test_cli_writes_the_design_output_format(tmp_path: Path, capsys: pytest.Capt
     assert "usage lines replayed" in capsys.readouterr().err
 
 
+def test_spend_signals_replay_what_a_spend_only_relay_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sc = generate(seed=7, clean=3, days=9)
+    source = tmp_path / "usage.jsonl"
+    source.write_bytes(b"\n".join(as_input(sc.lines)))
+    config = tmp_path / "bt.yaml"
+    config.write_text(CONFIG)
+    out = tmp_path / "alerts.jsonl"
+    argv = ["-c", str(config), "backtest", "--input", str(source), "--output", str(out), "--signals", "spend"]
+    assert main(argv) == 0
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert rows and {r["signals"] for r in rows} == {"spend"}
+    evidence = " ".join(r["evidence"] for r in rows)
+    assert not any(word in evidence for word in ("new_ip", "many_ips", "new_model", "ip_not_whitelisted"))
+    assert "backtest (signals: spend)" in capsys.readouterr().err
+
+
+def test_spend_only_collapses_lines_of_one_token_and_time() -> None:
+    data = read_input(
+        [
+            b'{"ts": "2026-11-01T10:00:00Z", "token": "a", "requests": 2, "cost_usd": 0.5, "model": "m1", "ip": "1.1.1.1"}',
+            b'{"ts": "2026-11-01T10:00:00Z", "token": "a", "requests": 3, "cost_usd": 0.25, "model": "m2", "ip": "2.2.2.2"}',
+            b'{"ts": "2026-11-01T10:15:00Z", "token": "a", "requests": 1, "cost_usd": 0.1, "model": "m1"}',
+        ]
+    )
+    collapsed = spend_only(data)
+    assert [(u.requests, u.cost, u.model, u.ip) for u in collapsed.usage] == [
+        (5, 0.75, None, None),
+        (1, 0.1, None, None),
+    ]
+
+
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ts": "2026-11-01T00:00:00Z", "token": "a", "cost_usd": 1}\n{not json\n')
@@ -106,6 +140,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "line 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_shared_sample_passes_its_gate(tmp_path: Path) -> None:
     sample, scorer = SHARED / "usage.jsonl.gz", SHARED / "score.py"
     if not sample.exists():
@@ -122,3 +157,27 @@ def test_the_shared_sample_passes_its_gate(tmp_path: Path) -> None:
         text=True,
     )
     assert scored.returncode == 0, scored.stdout + scored.stderr
+
+
+@pytest.mark.slow
+async def test_the_shared_sample_meets_the_spend_only_targets() -> None:
+    """Issue 10: replayed as a spend-only relay reports it, >= 7/8 leaks quarantined, dormant-wake
+    and off-hours leaks within 2 polls, no false quarantine, every spike alerted, <= 0.5 false
+    alarms per 100 token-weeks."""
+    sample = SHARED / "usage.jsonl.gz"
+    if not sample.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{sample} is missing in CI")
+        pytest.skip(f"the shared detection sample is not beside this checkout ({sample})")
+    with gzip.open(sample, "rb") as f:
+        data = read_input(f)
+    provider = ProviderSettings(
+        name="lz", kind="laozhang", base_url="http://x.invalid", admin_token=Secret(""), poll_interval=900
+    )
+    settings = Settings(providers=(provider,), response=Response(auto_revoke=True))
+    rows = await run_backtest(data, settings, signals="spend")
+    s = score(orjson.loads((SHARED / "truth.json").read_bytes()), rows)
+    assert s.quarantined >= 7 and not s.false_quarantines
+    assert all(d <= 2 for d in s.delay_of("dormant_wake", "offhours"))
+    assert s.spikes_caught == s.spikes
+    assert s.false_alarm_rate <= 0.5

@@ -159,6 +159,33 @@ def test_a_three_hour_spike_is_no_drain() -> None:
     assert "drain" not in counted(results) and not any(r.fire for r in results)
 
 
+def test_an_hour_far_beyond_anything_the_token_does_is_an_extreme_surge() -> None:
+    f = spend_token()
+    results = f.run(2 * HOUR, mult=60.0, each=watch(f))
+    fired = [r for r in results if r.fire]
+    assert fired and "extreme_surge" in fired[0].names
+    surge = next(s for s in fired[0].signals if s.name == "extreme_surge")
+    assert "x its busiest hour in four weeks" in surge.detail
+
+
+def test_a_token_with_a_few_busy_hours_behind_it_has_no_busiest_hour_yet() -> None:
+    # watched for a day and a half, used in a few short sessions: its busiest hour so far says
+    # little, so even a $6/h hour (100x, 20x that hour) is a spike, not an extreme surge
+    f = spend_token(sparse(random.Random(3), 6, 40), days=1.5)
+    results = f.run(2 * HOUR, extra=thief(f, 600, "m-mini"), each=watch(f))
+    assert "spike" in {s.name for r in results for s in r.signals}
+    assert "extreme_surge" not in {s.name for r in results for s in r.signals}
+
+
+def test_an_extreme_surge_on_a_month_end_evening_is_shown_not_counted() -> None:
+    f = spend_token(days=30)  # 31 March 00:00 UTC
+    f.run(14 * HOUR)
+    assert is_month_end(f.now), datetime.fromtimestamp(f.now, UTC)
+    results = f.run(HOUR, mult=60.0, each=watch(f))
+    shown = [s for r in results for s in r.signals if s.name == "extreme_surge"]
+    assert shown and not any(s.counted for s in shown)
+
+
 # --- the relay's own limits, and the token's project mates -----------------------------------------
 
 
