@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from alerts.engine import AlertEngine
 from alerts.matchers import MatcherError
-from alerts.mute import MAX_SILENCE_ID, SilenceError, Silences
+from alerts.notification.mute import MAX_SILENCE_ID, SilenceError, Silences
 from alerts.views import silence_row
 from monitor.durations import check_seconds, parse_duration
 from monitor.server import BodyTooLarge, read_body

@@ -19,19 +19,22 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from alerts.audit import audit
-from alerts.backtest import SIGNAL_SETS, read_input, run_backtest, write_output
-from alerts.export import export_lines
+from alerts.lifecycle.store import AlertStore
 from alerts.matchers import MatcherError
-from alerts.mute import SilenceError, Silences
-from alerts.notify import NoTargetError, notify_test
-from alerts.response import Responder
-from alerts.store import AlertStore
+from alerts.notification.mute import SilenceError, Silences
+from alerts.notification.notify import NoTargetError, notify_test
+from alerts.offline.audit import audit
+from alerts.offline.backtest import SIGNAL_SETS, read_input, run_backtest, write_output
+from alerts.offline.export import export_lines
+from alerts.response.quarantine import Responder
 from alerts.views import silence_row
 from monitor.clock import SystemClock
 from monitor.durations import parse_duration
+from monitor.model import severity_rank
 from monitor.policy import PolicyBook
-from monitor.providers import ProviderError, build_provider, make_client
+from monitor.providers.base import ProviderError
+from monitor.providers.http import make_client
+from monitor.providers.registry import build_provider
 from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, open_engine
 from monitor.store.reader import TokenLookupError
@@ -117,9 +120,8 @@ def _print_json(rows: list[dict[str, Any]]) -> None:
 
 def _alerts(args: argparse.Namespace, settings: Settings) -> int:
     engine, store = _store(settings)
-    order = {"security": 0, "critical": 1, "warning": 2, "info": 3}
     active = [a for a in store.load_alerts() if a.state in ("pending", "firing")]
-    active.sort(key=lambda a: (order.get(a.severity, 9), a.state != "firing", a.rule))
+    active.sort(key=lambda a: (-severity_rank(a.severity), a.state != "firing", a.rule))
     rows = [a.to_api() for a in active]
     engine.dispose()
     if args.json:

@@ -14,20 +14,28 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from alerts.audit import DIGEST_TAG, AuditFinding, DigestSchedule, audit, digest_notify_type, render_digest
-from alerts.detection import Detection, StoredHour, StoredRequest
-from alerts.leak_reports import LeakReport, Match
+from alerts.detection.detectors import Detection, StoredHour, StoredRequest
+from alerts.detection.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
+from alerts.lifecycle.records import OutboxItem, Transition
+from alerts.lifecycle.state import AlertTracker, no_data_for_providers
+from alerts.lifecycle.store import OUTCOMES, AlertStore
 from alerts.model import Finding
-from alerts.notify import Notifier
-from alerts.pipeline import NotificationPipeline
-from alerts.playbook import auto_revoke_paused_finding, leak_playbook
-from alerts.records import OutboxItem, Transition
-from alerts.response import Responder
-from alerts.rules import budget_findings, forecast_findings, hygiene_findings, provider_down_finding
-from alerts.state import AlertTracker, no_data_for_providers
-from alerts.store import OUTCOMES, AlertStore
+from alerts.notification.notify import Notifier
+from alerts.notification.pipeline import NotificationPipeline
+from alerts.offline.audit import (
+    DIGEST_TAG,
+    AuditFinding,
+    DigestSchedule,
+    audit,
+    digest_notify_type,
+    render_digest,
+)
+from alerts.response.leak_reports import LeakReport, Match
+from alerts.response.playbook import auto_revoke_paused_finding, leak_playbook
+from alerts.response.quarantine import Responder
 from monitor.clock import Clock
 from monitor.metrics import Family
+from monitor.model import RULES, SEVERITIES, severity_rank
 from monitor.policy import PolicyBook
 from monitor.poller import CycleReport
 from monitor.providers.base import Provider
@@ -35,22 +43,10 @@ from monitor.settings import Settings
 from monitor.store import UsageReader
 from monitor.tokens import TokenState
 
-__all__ = ["RULES", "SEVERITIES", "AlertEngine"]
+__all__ = ["AlertEngine"]
 
 log = logging.getLogger("keywatch.alerts")
 
-RULES = (
-    "budget",
-    "budget_forecast",
-    "spend_anomaly",
-    "leak_suspected",
-    "token_expiring",
-    "token_unused",
-    "rotation_due",
-    "provider_down",
-    "auto_revoke_paused",
-)
-SEVERITIES = ("info", "warning", "critical", "security")
 HISTORY_DAYS = 28  # what the anomaly baselines look back on
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 
@@ -282,7 +278,7 @@ class AlertEngine:
 
     # --- reads --------------------------------------------------------------------------
     def firing_counts(self) -> Mapping[tuple[str, str], int]:
-        counts = {(rule, sev): 0 for rule in RULES for sev in SEVERITIES}
+        counts: dict[tuple[str, str], int] = {(rule, sev): 0 for rule in RULES for sev in SEVERITIES}
         for alert in self.tracker.alerts(["firing"]):
             key = (alert.rule, alert.severity)
             counts[key] = counts.get(key, 0) + 1
@@ -342,7 +338,6 @@ class AlertEngine:
 
     def api_alerts(self) -> list[dict[str, object]]:
         """Pending and firing alerts, most severe first (`keywatch alerts`, GET /api/v1/alerts)."""
-        order = {s: i for i, s in enumerate(("security", "critical", "warning", "info"))}
         active = [a for a in self.tracker.alerts(["pending", "firing"])]
-        active.sort(key=lambda a: (order.get(a.severity, 9), a.state != "firing", a.rule, a.fingerprint))
+        active.sort(key=lambda a: (-severity_rank(a.severity), a.state != "firing", a.rule, a.fingerprint))
         return [a.to_api() for a in active]

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from monitor.model import Severity
+
 __all__ = ["AlertState", "Finding", "Severity", "Signal"]
 
-Severity = Literal["info", "warning", "critical", "security"]
 AlertState = Literal["inactive", "pending", "firing", "resolved"]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.records import Silence
+from alerts.lifecycle.records import Silence
 from monitor.views import iso_clamped
 
 __all__ = ["silence_row"]

@@ -32,7 +32,7 @@ def simulator(
     """A simulated relay in another process (so its CPU is not the client's); yields its URL."""
     port = free_port()
     code = (
-        "import asyncio; from monitor.providers.simulator import run_simulator; "
+        "import asyncio; from monitor.simulator import run_simulator; "
         f"asyncio.run(run_simulator('127.0.0.1:{port}', tokens={tokens}, seed={seed}, flavor={flavor!r}"
         + (f", idle_fraction={idle}" if idle is not None else "")
         + "))"

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from bench.common import free_port, median, report
 from monitor.metrics import Exposition
+from monitor.model import TokenLimits
 from monitor.policy import PolicyBook
-from monitor.providers.base import TokenLimits
 from monitor.secret import Secret
 from monitor.server import build_app, make_server
 from monitor.settings import Budget, TokenPolicy

@@ -19,10 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from alerts.anomaly import AnomalyDetector
-from alerts.fleet import FleetContext
-from alerts.leak import LeakDetector, TokenInfo
-from alerts.series import HISTORY_HOURS, HOUR, TokenHistory
+from alerts.detection.anomaly import AnomalyDetector
+from alerts.detection.fleet import FleetContext
+from alerts.detection.leak import LeakDetector, TokenInfo
+from alerts.detection.series import HISTORY_HOURS, HOUR, TokenHistory
 from bench.common import report
 from monitor.settings import AnomalyRule, TokenPolicy
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from bench.common import median
 from monitor.ingest import Cycle, ingest
-from monitor.providers.base import Observation, PollResult
+from monitor.model import Observation, PollResult
 from monitor.store import PollRun, UsageWriter, open_engine
 from monitor.store.codec import TOKEN_COLUMNS, state_to_row
 

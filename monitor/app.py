@@ -16,14 +16,16 @@ from sqlalchemy import Engine
 
 from alerts import api as alerts_api
 from alerts import cli as alerts_cli
-from alerts import leak_reports
 from alerts.engine import AlertEngine
+from alerts.response import leak_reports
 from monitor.clock import Clock, SystemClock
 from monitor.config import ConfigError
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
-from monitor.providers import Provider, build_provider, make_client
+from monitor.providers.base import Provider
+from monitor.providers.http import make_client
+from monitor.providers.registry import build_provider
 from monitor.redact import Redactor
 from monitor.server import EmbeddedServer, bind, build_app, exposure_warnings, make_server
 from monitor.settings import ProviderSettings, Settings

@@ -129,7 +129,7 @@ def _print_json(rows: list[dict[str, Any]]) -> None:
 # --- commands ---------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
     from monitor.app import Daemon
-    from monitor.providers import UnsupportedKind
+    from monitor.providers.registry import UnsupportedKind
 
     settings = load(args)
 
@@ -156,7 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from monitor.providers.simulator import run_simulator
+    from monitor.simulator import run_simulator
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_simulator(args.listen, tokens=args.tokens, seed=args.seed, flavor=args.flavor))

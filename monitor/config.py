@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from monitor.durations import MAX_DURATION_SECONDS, format_duration, parse_duration
+from monitor.model import ProviderKind, Severity
 from monitor.secret import Secret
 from monitor.settings import (
     AnomalyRule,
@@ -37,13 +38,11 @@ from monitor.settings import (
     LeakRule,
     Notify,
     NotifyTarget,
-    ProviderKind,
     ProviderSettings,
     Response,
     Retention,
     Rules,
     Settings,
-    Severity,
     TokenPolicy,
 )
 
@@ -765,7 +764,7 @@ def _load_yaml(text: str) -> object:
         raise ConfigError("(root)", "the document nests too deeply") from None
 
 
-# --- Apprise (validation only; sending lives in alerts.notify) ---------------------------------------------
+# --- Apprise (validation only; sending lives in alerts.notification.notify) ---------------------------------------------
 
 
 @contextlib.contextmanager

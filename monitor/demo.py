@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from monitor.app import Daemon
+from monitor.model import RequestRecord
 from monitor.poller import CycleReport
-from monitor.providers.base import RequestRecord
-from monitor.providers.simulator import Archetype, SimToken, SimulatedRelay, make_relay, serve
 from monitor.secret import Secret
 from monitor.settings import AnomalyRule, Budget, ProviderSettings, Response, Rules, Settings, TokenPolicy
+from monitor.simulator import Archetype, SimToken, SimulatedRelay, make_relay, serve
 
 __all__ = ["run_demo"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
-from monitor.providers.base import Observation, PollResult, RequestRecord
+from monitor.model import Observation, PollResult, RequestRecord
 from monitor.spend import UsageDelta, UsageMark, advance
 from monitor.tokens import TokenState
 

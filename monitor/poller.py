@@ -26,8 +26,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from monitor.clock import Clock
 from monitor.ingest import Cycle, ingest
 from monitor.metrics import Exposition
+from monitor.model import PollResult
 from monitor.periodclock import PeriodClock
-from monitor.providers.base import PollResult, Provider, ProviderError
+from monitor.providers.base import Provider, ProviderError
 from monitor.redact import Redactor
 from monitor.store import PollRun, UsageReader, UsageWriter, store_error_text
 from monitor.tokens import TokenState, with_series_labels

@@ -43,7 +43,7 @@ CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
 # Any /api/ request body unless a route says otherwise: the largest JSON an /api/v1 route takes is
 # a silence (a few matchers and a comment), far below it. More is refused before it is held.
 MAX_API_BODY_BYTES: Final = 64 * 1024
-# POST /api/v1/leak-reports takes up to 1000 reports (alerts.leak_reports.MAX_BODY_BYTES).
+# POST /api/v1/leak-reports takes up to 1000 reports (alerts.response.leak_reports.MAX_BODY_BYTES).
 LEAK_REPORTS_BODY_BYTES: Final = 2 * 1024 * 1024
 _WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _NEEDS_TOKEN: Final = (

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from monitor.model import ProviderKind
 from monitor.secret import Secret
-
-ProviderKind = Literal["laozhang", "oneapi", "newapi", "openai"]
-Severity = Literal["info", "warning", "critical", "security"]
 
 
 @dataclass(frozen=True, slots=True)

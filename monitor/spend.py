@@ -43,7 +43,7 @@ from datetime import datetime
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from monitor.providers.base import Observation
+from monitor.model import Observation
 
 __all__ = ["CORRECTION_NOTE", "UsageDelta", "UsageMark", "advance"]
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from monitor.providers.base import Observation, TokenLimits
+from monitor.model import Observation, TokenLimits
 from monitor.spend import UsageMark
 
 __all__ = ["TokenState", "naming_labels", "with_series_labels"]

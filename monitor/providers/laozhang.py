@@ -13,15 +13,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from monitor.providers.base import (
-    Observation,
-    PollResult,
-    ProviderError,
-    RevokeOutcome,
-    Skip,
-    TokenLimits,
-    TokenStatus,
-)
+from monitor.model import Observation, PollResult, RevokeOutcome, Skip, TokenLimits, TokenStatus
+from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, decode_json
 from monitor.providers.parse import Malformed, opt_int, opt_money, opt_time, req_str, skip_entry, str_list
 from monitor.providers.relaytime import relay_now

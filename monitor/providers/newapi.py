@@ -2,7 +2,7 @@
 
 - every /api call carries `New-Api-User: <user_id>`;
 - pages are `{items, total, page, page_size}` (p from 1, up to 100 a page) on current builds and
-  plain arrays (p from 0) on builds before mid-2025: `console_paging` tells them apart;
+  plain arrays (p from 0) on builds before mid-2025: `console.paging` tells them apart;
 - `used_quota` counts unlimited tokens too, so every token's spend is its `used_quota`;
 - `quota_per_unit` is read from `/api/status` (the setting is the fallback);
 - keys are masked in lists and revealed in batches;
@@ -15,7 +15,7 @@ import logging
 from typing import Any, ClassVar
 
 from monitor.providers.base import ProviderError
-from monitor.providers.console_tokens import Dialect
+from monitor.providers.console.tokens import Dialect
 from monitor.providers.oneapi import OneAPIProvider
 from monitor.settings import ProviderSettings
 

@@ -19,19 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from monitor.providers.base import (
-    Observation,
-    PollResult,
-    ProviderError,
-    RequestRecord,
-    RevokeOutcome,
-    Skip,
-)
-from monitor.providers.console_api import ConsoleAPI, ConsoleRejected
-from monitor.providers.console_keys import ConsoleKeys
-from monitor.providers.console_logs import parse_log_row, with_row_ids
-from monitor.providers.console_paging import Walk, walk_pages
-from monitor.providers.console_tokens import Dialect, parse_console_token
+from monitor.model import Observation, PollResult, RequestRecord, RevokeOutcome, Skip
+from monitor.providers.base import ProviderError
+from monitor.providers.console.api import ConsoleAPI, ConsoleRejected
+from monitor.providers.console.keys import ConsoleKeys
+from monitor.providers.console.logs import parse_log_row, with_row_ids
+from monitor.providers.console.paging import Walk, walk_pages
+from monitor.providers.console.tokens import Dialect, parse_console_token
 from monitor.providers.http import RelayHTTP, RelayResponse
 from monitor.providers.logwindow import LogWindow
 from monitor.providers.parse import Malformed, skip_entry

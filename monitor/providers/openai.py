@@ -15,14 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitor.providers.base import (
-    Observation,
-    PollResult,
-    ProviderError,
-    RequestRecord,
-    RevokeOutcome,
-    Skip,
-)
+from monitor.model import Observation, PollResult, RequestRecord, RevokeOutcome, Skip
+from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, RelayResponse, decode_json
 from monitor.providers.logwindow import LogWindow
 from monitor.providers.openai_usage import OpenAIUsage

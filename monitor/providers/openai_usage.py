@@ -19,8 +19,9 @@ import logging
 import math
 from typing import Any
 
-from monitor.providers.base import ProviderError, RequestRecord
-from monitor.providers.console_paging import DEFAULT_MAX_PAGES
+from monitor.model import RequestRecord
+from monitor.providers.base import ProviderError
+from monitor.providers.console.paging import DEFAULT_MAX_PAGES
 from monitor.providers.http import RelayHTTP, decode_json
 from monitor.providers.parse import Malformed
 from monitor.providers.pricing import price_of, priced_usd

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from monitor.providers.base import Skip
+from monitor.model import Skip
 
 __all__ = [
     "MAX_COUNT",

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from monitor.providers.base import TokenLimits
+from monitor.model import TokenLimits
 from monitor.spend import UsageMark
 from monitor.tokens import TokenState
 

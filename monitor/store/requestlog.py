@@ -15,7 +15,7 @@ from operator import attrgetter
 
 from sqlalchemy import Connection
 
-from monitor.providers.base import RequestRecord
+from monitor.model import RequestRecord
 from monitor.tokens import TokenState
 
 __all__ = ["store_requests"]

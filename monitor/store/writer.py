@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Connection, Engine
 
 from monitor.ingest import Cycle, apply_logged
-from monitor.providers.base import RequestRecord
+from monitor.model import RequestRecord
 from monitor.store.codec import TOKEN_COLUMNS, state_to_row
 from monitor.store.requestlog import store_requests
 from monitor.tokens import TokenState

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from alerts.backtest import read_input, run_backtest
+from alerts.offline.backtest import read_input, run_backtest
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings, Response, Settings, TokenPolicy
 from tests.alerts.scenarios import generate

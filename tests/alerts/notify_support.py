@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from alerts.lifecycle.store import AlertStore
 from alerts.model import Finding, Severity
-from alerts.store import AlertStore
 from monitor.secret import Secret
 from monitor.settings import Notify, NotifyTarget
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from alerts.series import TokenHistory
+from alerts.detection.series import TokenHistory
 
 STEP = 900
 HOUR = 3600
@@ -696,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import asyncio
 
-    from alerts.backtest import read_input, run_backtest
+    from alerts.offline.backtest import read_input, run_backtest
     from monitor.secret import Secret
     from monitor.settings import ProviderSettings, Response, Settings, TokenPolicy
 

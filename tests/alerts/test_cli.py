@@ -12,7 +12,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.ingest import ingest
-from monitor.providers.base import Observation, PollResult
+from monitor.model import Observation, PollResult
 from monitor.store import PollRun, UsageWriter, open_engine
 from tests.e2e.procs import free_port, keywatch, wait_for
 

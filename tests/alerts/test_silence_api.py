@@ -15,10 +15,10 @@ import pytest
 
 from alerts.api import MAX_SILENCE_BODY_BYTES, routes
 from alerts.engine import AlertEngine
+from alerts.lifecycle.records import Silence
+from alerts.lifecycle.store import AlertStore
 from alerts.matchers import Matcher
-from alerts.mute import MAX_MATCHERS
-from alerts.records import Silence
-from alerts.store import AlertStore
+from alerts.notification.mute import MAX_MATCHERS
 from monitor.clock import FakeClock
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook

@@ -10,10 +10,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from alerts.lifecycle.records import Silence
+from alerts.lifecycle.store import AlertStore
 from alerts.matchers import MAX_VALUE_CHARS, Matcher
-from alerts.mute import MAX_MATCHERS
-from alerts.records import Silence
-from alerts.store import AlertStore
+from alerts.notification.mute import MAX_MATCHERS
 from monitor.cli import main
 from tests.alerts.test_cli import config
 

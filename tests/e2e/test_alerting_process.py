@@ -296,8 +296,8 @@ def seed_history(db: Path, truth: dict[str, Any], *, tokens: int, seed: int) -> 
     /_sim/truth has no IPs or models, and /_sim/events only what was booked since it started.
     The newest log row being recent matters: the restarted daemon resumes reading the relay's log
     from it, an hour a poll (LogWindow.max_span), and must be caught up before the leak."""
-    from monitor.providers.base import RequestRecord
-    from monitor.providers.simulator import Archetype, make_relay
+    from monitor.model import RequestRecord
+    from monitor.simulator import Archetype, make_relay
     from monitor.store import UsageReader, UsageWriter, open_engine
 
     now = float(truth["now"])

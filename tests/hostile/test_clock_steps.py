@@ -9,9 +9,9 @@ from pathlib import Path
 
 from monitor.app import Daemon
 from monitor.clock import FakeClock
-from monitor.providers.simulator import make_relay, serve
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings, Settings
+from monitor.simulator import make_relay, serve
 
 START = 1_794_300_000.0  # 2026-11-10 09:20 UTC
 DAY = 86_400.0

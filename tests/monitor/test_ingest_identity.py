@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.ingest import ingest
-from monitor.providers.base import Observation, PollResult, Skip
+from monitor.model import Observation, PollResult, Skip
 from monitor.tokens import TokenState, with_series_labels
 
 UTC = ZoneInfo("UTC")

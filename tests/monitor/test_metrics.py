@@ -7,8 +7,8 @@ import gzip
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import METRIC_NAMES, Exposition, Family
+from monitor.model import TokenLimits
 from monitor.policy import PolicyBook
-from monitor.providers.base import TokenLimits
 from monitor.settings import Budget, TokenPolicy
 from monitor.spend import UsageMark
 from monitor.tokens import TokenState

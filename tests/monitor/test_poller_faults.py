@@ -13,12 +13,12 @@ from sqlalchemy import event
 from monitor.app import Daemon
 from monitor.clock import FakeClock
 from monitor.metrics import Exposition
+from monitor.model import PollResult, RevokeOutcome
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
-from monitor.providers.base import PollResult, RevokeOutcome
-from monitor.providers.simulator import make_relay, serve
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings, Settings
+from monitor.simulator import make_relay, serve
 from monitor.store import UsageWriter, open_engine
 
 START = 1_794_300_000.0

@@ -177,7 +177,7 @@ async def test_every_api_body_is_capped_even_when_the_route_reads_it_whole() -> 
 
 
 def test_the_leak_reports_cap_is_the_routes_own() -> None:
-    from alerts.leak_reports import MAX_BODY_BYTES
+    from alerts.response.leak_reports import MAX_BODY_BYTES
 
     assert LEAK_REPORTS_BODY_BYTES == MAX_BODY_BYTES
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.ingest import ingest
-from monitor.providers.base import Observation, PollResult
+from monitor.model import Observation, PollResult
 from monitor.spend import UsageDelta, UsageMark, advance
 
 UTC_TZ = ZoneInfo("UTC")

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.providers.base import Observation
+from monitor.model import Observation
 from monitor.spend import UsageMark, advance
 from monitor.store.codec import row_to_state, state_to_row
 from monitor.tokens import TokenState

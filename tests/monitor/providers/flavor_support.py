@@ -17,11 +17,12 @@ from sqlalchemy import Engine
 
 from monitor.clock import FakeClock
 from monitor.ingest import Cycle, ingest
-from monitor.providers import Provider, build_provider, make_client
-from monitor.providers.http import RelayHTTP
-from monitor.providers.simulator import SimServer, SimulatedRelay, make_relay, serve
+from monitor.providers.base import Provider
+from monitor.providers.http import RelayHTTP, make_client
+from monitor.providers.registry import build_provider
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings
+from monitor.simulator import SimServer, SimulatedRelay, make_relay, serve
 from monitor.store import PollRun, UsageReader, UsageWriter, open_engine
 from monitor.tokens import TokenState
 

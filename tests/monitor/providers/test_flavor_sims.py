@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from monitor.clock import FakeClock
-from monitor.providers.simulator import (
+from monitor.simulator import (
     DEFAULT_ADMIN_TOKEN,
     DEFAULT_PROJECT_ID,
     DEFAULT_USER_ID,

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from monitor.clock import FakeClock
-from monitor.providers.simulator import (
+from monitor.simulator import (
     DEFAULT_ADMIN_TOKEN,
     DEFAULT_USER_ID,
     SimServer,

@@ -12,12 +12,13 @@ import pytest
 
 from monitor.clock import FakeClock
 from monitor.ingest import ingest
-from monitor.providers.base import PollResult, ProviderError
+from monitor.model import PollResult
+from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, make_client
 from monitor.providers.laozhang import LaozhangProvider
-from monitor.providers.simulator import SimServer, SimulatedRelay, make_relay, serve
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings
+from monitor.simulator import SimServer, SimulatedRelay, make_relay, serve
 from monitor.tokens import TokenState
 
 START = 1_794_300_000.0  # 2026-11-10 09:20 UTC

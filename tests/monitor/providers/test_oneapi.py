@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.providers import build_provider
 from monitor.providers.base import AuthError, ProviderError
 from monitor.providers.oneapi import LOG_SKIP, OneAPIProvider
+from monitor.providers.registry import build_provider
 from monitor.secret import Secret, key_sha256
 from tests.monitor.providers.flavor_support import (
     START,

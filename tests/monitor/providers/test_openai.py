@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.providers import build_provider
 from monitor.providers.base import AuthError
 from monitor.providers.openai import NO_DISABLE, OpenAIProvider
 from monitor.providers.openai_usage import DAY, calibration_day
 from monitor.providers.pricing import priced_usd
+from monitor.providers.registry import build_provider
 from monitor.secret import Secret
 from tests.monitor.providers.flavor_support import (
     START,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from monitor.clock import FakeClock
-from monitor.providers.simulator import (
+from monitor.simulator import (
     Archetype,
     Faults,
     Limits,

@@ -11,8 +11,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
-from alerts import audit, response
-from alerts import store as alert_store
+from alerts.lifecycle import store as alert_store
+from alerts.offline import audit
+from alerts.response import quarantine as response
 from monitor.store import UsageReader, open_engine
 from monitor.store import schema as _schema  # noqa: F401  (registers the SQLModel tables)
 from monitor.store.migrations import MIGRATIONS

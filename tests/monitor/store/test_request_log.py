@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.ingest import ingest
-from monitor.providers.base import Observation, PollResult, RequestRecord
+from monitor.model import Observation, PollResult, RequestRecord
 from monitor.settings import Retention
 from monitor.store import PollRun, UsageReader, UsageWriter, open_engine, prune
 from monitor.store.db import MIGRATIONS

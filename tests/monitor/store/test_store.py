@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from monitor.ingest import ingest
-from monitor.providers.base import Observation, PollResult
+from monitor.model import Observation, PollResult
 from monitor.settings import Retention
 from monitor.store import PollRun, UsageReader, UsageWriter, open_engine, prune
 from monitor.store.db import MIGRATIONS
@@ -112,7 +112,7 @@ WRITER_SCRIPT = textwrap.dedent(
     import sys
     from zoneinfo import ZoneInfo
     from monitor.ingest import ingest
-    from monitor.providers.base import Observation, PollResult
+    from monitor.model import Observation, PollResult
     from monitor.store import PollRun, UsageReader, UsageWriter, open_engine
 
     db, start = sys.argv[1], float(sys.argv[2])
@@ -173,7 +173,10 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(
         sums = (
             conn.exec_driver_sql("SELECT SUM(cost_usd) FROM usage_deltas GROUP BY token_pk").scalars().all()
         )
-    assert set(sums) == {float(int(last - start)) - 1.0}  # the first cycle set the start point (1.0)
+    # the first cycle set the start point (1.0) and stored no delta; a loaded machine may be killed
+    # before a second cycle committed, and then there is nothing to sum
+    spent = float(int(last - start)) - 1.0
+    assert (len(sums), set(sums)) == ((2000, {spent}) if spent else (0, set()))
     # Resuming from the store counts the interrupted cycle exactly once.
     resume_at = last + 5
     result = PollResult([Observation(f"key_{i}", f"t{i}", "active", month_usd=float(int(resume_at - start)),

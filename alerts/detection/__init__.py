@@ -1,0 +1,1 @@
+"""Detection: the rules and detectors, pure functions of histories and config."""

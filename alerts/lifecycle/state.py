@@ -1,0 +1,221 @@
+"""The alert lifecycle: inactive -> pending -> firing -> resolved, as Prometheus rules do it.
+
+A finding must hold for `for_polls` consecutive evaluations before its alert fires; a firing alert
+whose condition clears stays firing for `keep_firing_for` seconds. Missing data is not "fine":
+alerts on subjects the caller could not evaluate (a provider that is down) or did not evaluate
+(another provider's cycle) neither advance nor resolve. States are written to the store before
+`evaluate` returns, and loaded on start, so a restart neither re-fires nor forgets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+
+from alerts.lifecycle.records import Alert, Transition
+from alerts.lifecycle.store import AlertStore
+from alerts.model import AlertState, Finding
+
+__all__ = ["STICKY_ANNOTATIONS", "AlertTracker", "Subjects", "no_data_for_providers", "subject_predicate"]
+
+# Set by the responder through AlertTracker.annotate; rules do not produce them, so they are kept
+# for the rest of the episode instead of being dropped by the next evaluation.
+STICKY_ANNOTATIONS = ("response", "quarantined", "next_steps")
+VALUE_FLUSH_INTERVAL = 300.0  # seconds between writes of alerts whose only change is their value
+
+# Which alerts a statement covers: a predicate on the alert's labels (with `rule` added), or
+# label filters, each matching when all of its key=value pairs equal the alert's labels.
+Subjects = Callable[[Mapping[str, str]], bool] | Iterable[Mapping[str, str]]
+
+
+def subject_predicate(subjects: Subjects | None, *, default: bool) -> Callable[[Mapping[str, str]], bool]:
+    if subjects is None:
+        return lambda _labels: default
+    if callable(subjects):
+        return subjects
+    filters = [dict(f) for f in subjects]
+    return lambda labels: any(all(labels.get(k) == v for k, v in f.items()) for f in filters)
+
+
+def no_data_for_providers(
+    providers: Iterable[str], *, exempt_rules: Iterable[str] = ("provider_down",)
+) -> Callable[[Mapping[str, str]], bool]:
+    """`unknown=` for providers that could not be polled. `provider_down` is exempt: it is about
+    the outage itself and has to advance (and later resolve) while the provider is down."""
+    down = frozenset(providers)
+    exempt = frozenset(exempt_rules)
+    return lambda labels: labels.get("provider") in down and labels.get("rule") not in exempt
+
+
+class AlertTracker:
+    def __init__(self, store: AlertStore) -> None:
+        self._store = store
+        self._alerts: dict[str, Alert] = {a.fingerprint: a for a in store.load_alerts()}
+        self._dirty: set[str] = set()  # alerts whose values moved since they were last written
+        self._flushed_at = float("-inf")
+
+    def alerts(self, states: Iterable[AlertState] | None = None) -> list[Alert]:
+        wanted = None if states is None else frozenset(states)
+        return [a for a in self._alerts.values() if wanted is None or a.state in wanted]
+
+    def get(self, fingerprint: str) -> Alert | None:
+        return self._alerts.get(fingerprint)
+
+    def evaluate(
+        self,
+        findings: Iterable[Finding],
+        *,
+        now: float,
+        evaluated_subjects: Subjects | None = None,
+        unknown: Subjects | None = None,
+    ) -> list[Transition]:
+        """Advance every alert by one evaluation and return what changed state.
+
+        `evaluated_subjects` (default: everything) says which alerts this evaluation covers; an
+        alert outside it, or inside `unknown` (no data), keeps its state whether or not a finding
+        names it. Everything else: a finding is a hit, no finding is "condition cleared".
+        """
+        covered = subject_predicate(evaluated_subjects, default=True)
+        no_data = subject_predicate(unknown, default=False)
+        hits: dict[str, Finding] = {f.fingerprint: f for f in findings}
+
+        changed: list[Alert] = []
+        moved: list[Alert] = []
+        forgotten: list[str] = []
+        transitions: list[Transition] = []
+
+        for fp in sorted(hits.keys() | self._alerts.keys()):
+            old = self._alerts.get(fp)
+            finding = hits.get(fp)
+            labels = _labels_with_rule(finding.rule, finding.labels) if finding else _labels_of(old)
+            if no_data(labels) or (finding is None and not covered(labels)):
+                continue
+            new = _step(old, finding, now)
+            if new is None:  # a pending alert whose condition cleared: nothing left to remember
+                if old is not None:
+                    forgotten.append(fp)
+                    transitions.append(Transition(replace(old, state="inactive"), old.state, "inactive", now))
+                continue
+            if old is None or _material(new) != _material(old):
+                changed.append(new)
+                self._dirty.discard(fp)
+            elif new != old:
+                moved.append(new)  # only values moved: kept in memory, written in batches
+            before: AlertState = old.state if old is not None else "inactive"
+            if new.state != before:
+                transitions.append(Transition(new, before, new.state, now))
+
+        self._dirty.update(a.fingerprint for a in moved)
+        self._dirty.difference_update(forgotten)
+        if self._dirty and now - self._flushed_at >= VALUE_FLUSH_INTERVAL:
+            latest = {a.fingerprint: a for a in moved}
+            changed += [
+                latest.get(fp) or self._alerts[fp] for fp in self._dirty if fp in latest or fp in self._alerts
+            ]
+            self._dirty.clear()
+            self._flushed_at = now
+        # Commit before anyone acts on the transitions (crash safety).
+        self._store.save_alerts(changed, forgotten)
+        self._alerts.update((a.fingerprint, a) for a in moved)
+        for fp in forgotten:
+            del self._alerts[fp]
+        self._alerts.update((a.fingerprint, a) for a in changed)
+        return transitions
+
+    def annotate(self, fingerprint: str, annotations: Mapping[str, str]) -> Alert | None:
+        """Attach what a responder did to an open alert (e.g. {"response": "quarantined",
+        "quarantined": "true"}); committed before it returns. Keys in STICKY_ANNOTATIONS survive
+        re-evaluation until the episode ends; others are replaced by the next finding's."""
+        alert = self._alerts.get(fingerprint)
+        if alert is None or alert.state not in ("pending", "firing"):
+            return None
+        updated = replace(alert, annotations={**alert.annotations, **annotations})
+        self._store.save_alerts([updated])
+        self._alerts[fingerprint] = updated
+        return updated
+
+    def prune(self, *, before: float) -> int:
+        """Forget alerts resolved before `before` (once their resolved notice had its chance)."""
+        gone = self._store.prune_resolved(before)
+        for fp in gone:
+            self._alerts.pop(fp, None)
+        return len(gone)
+
+
+def _material(a: Alert) -> tuple[object, ...]:
+    """What must reach the database at once: lifecycle, identity, responder notes. The value,
+    summary and evaluation times move every poll and are written every VALUE_FLUSH_INTERVAL."""
+    sticky = tuple(sorted((k, v) for k, v in a.annotations.items() if k in STICKY_ANNOTATIONS))
+    return (
+        a.state,
+        a.severity,
+        a.active_since,
+        a.firing_since,
+        a.resolved_at,
+        min(a.consecutive_hits, a.for_polls),
+        a.for_polls,
+        a.keep_firing_for,
+        sticky,
+    )
+
+
+def _labels_of(alert: Alert | None) -> Mapping[str, str]:
+    assert alert is not None  # a fingerprint comes from a finding or from a known alert
+    return _labels_with_rule(alert.rule, alert.labels)
+
+
+def _labels_with_rule(rule: str, labels: Mapping[str, str]) -> dict[str, str]:
+    return {**labels, "rule": rule}
+
+
+def _step(old: Alert | None, finding: Finding | None, now: float) -> Alert | None:
+    """One alert, one evaluation. None means "inactive, forget it"."""
+    if finding is None:
+        if old is None or old.state in ("inactive", "resolved"):
+            return old
+        if old.state == "pending":
+            return None
+        if now - old.last_hit_at < old.keep_firing_for:  # firing, cleared, but kept (no flapping)
+            return replace(old, consecutive_hits=0, last_eval=now)
+        return replace(old, state="resolved", resolved_at=now, consecutive_hits=0, last_eval=now)
+
+    if old is None or old.state in ("inactive", "resolved"):  # a new episode
+        if finding.for_polls <= 1:
+            return _from_finding(finding, now, "firing", now, 1, now)
+        return _from_finding(finding, now, "pending", None, 1, now)
+    sticky = {k: old.annotations[k] for k in STICKY_ANNOTATIONS if k in old.annotations}
+    hits = old.consecutive_hits + 1
+    if old.state == "firing":
+        return _from_finding(finding, now, "firing", old.firing_since, hits, old.active_since, sticky)
+    if hits >= finding.for_polls:
+        return _from_finding(finding, now, "firing", now, hits, old.active_since, sticky)
+    return _from_finding(finding, now, "pending", None, hits, old.active_since, sticky)
+
+
+def _from_finding(
+    f: Finding,
+    now: float,
+    state: AlertState,
+    firing_since: float | None,
+    hits: int,
+    active_since: float,
+    sticky: Mapping[str, str] | None = None,
+) -> Alert:
+    return Alert(
+        fingerprint=f.fingerprint,
+        rule=f.rule,
+        labels=dict(f.labels),
+        severity=f.severity,
+        state=state,
+        active_since=active_since,
+        firing_since=firing_since,
+        resolved_at=None,
+        last_eval=now,
+        last_hit_at=now,
+        consecutive_hits=hits,
+        value=f.value,
+        summary=f.summary,
+        annotations={**(sticky or {}), **f.annotations},
+        for_polls=f.for_polls,
+        keep_firing_for=f.keep_firing_for,
+    )

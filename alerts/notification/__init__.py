@@ -1,0 +1,1 @@
+"""Notification: muting, grouping, rendering and the durable outbox to Apprise."""

@@ -1,0 +1,1 @@
+"""Offline tools: the hygiene audit, backtest and export."""

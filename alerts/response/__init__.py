@@ -1,0 +1,1 @@
+"""Response: the guarded quarantine, its playbook, and external leak reports."""

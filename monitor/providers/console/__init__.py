@@ -1,0 +1,1 @@
+"""One-api and new-api: relays with an admin console API."""
