@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -14,8 +14,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/keywatch demo
 
+# Two workers (this project's reference machine has 2 cores). The slow replays (marked `slow`) run
+# in `make test-all` and in CI (CI=true), where `make test` runs everything.
+PYTEST := $(BIN)/pytest -q -n 2
 test: $(STAMP)
-	$(BIN)/pytest -q
+ifeq ($(CI),true)
+	$(PYTEST)
+else
+	$(PYTEST) -m "not slow"
+endif
+
+test-all: $(STAMP)
+	$(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor alerts tests bench

@@ -292,6 +292,7 @@ def test_a_disabled_rule_is_quiet() -> None:
     assert not any(r.fire or r.signals for r in results)
 
 
+@pytest.mark.slow
 async def test_a_synthetic_fleet_replays_with_every_leak_caught_and_no_false_quarantine() -> None:
     """Our own generator (not the shared sample), small: 8 leaks, 7 spikes, 4 lookalikes, replayed
     through `keywatch backtest`'s engine."""

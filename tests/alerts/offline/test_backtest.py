@@ -53,6 +53,7 @@ def fleet() -> Scenario:
     return generate(seed=5, clean=6, days=18)
 
 
+@pytest.mark.slow
 async def test_every_leak_is_quarantined_and_nothing_else(fleet: Scenario) -> None:
     rows = await run_backtest(read_input(as_input(fleet.lines)), settings_for(fleet))
     leaks = {t for t, e in events(fleet).items() if e["type"] == "leak"}
@@ -65,6 +66,7 @@ async def test_every_leak_is_quarantined_and_nothing_else(fleet: Scenario) -> No
     assert len(caught) >= len(spikes) - 1  # a one-hour x6 spike is at the edge of `for: 2`
 
 
+@pytest.mark.slow
 async def test_protected_tokens_are_alerted_not_quarantined(fleet: Scenario) -> None:
     leaks = sorted(t for t, e in events(fleet).items() if e["type"] == "leak")
     protect = (leaks[0],)
@@ -75,6 +77,7 @@ async def test_protected_tokens_are_alerted_not_quarantined(fleet: Scenario) -> 
     assert on_protected and all(r["action"] == "none" for r in on_protected)
 
 
+@pytest.mark.slow
 async def test_a_benign_month_quarantines_nothing() -> None:
     sc = generate(seed=6, clean=6, days=18)
     attacked = {t for t, e in events(sc).items() if e["type"] == "leak"}
