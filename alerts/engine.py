@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -43,12 +44,19 @@ from monitor.settings import Settings
 from monitor.store import UsageReader
 from monitor.tokens import TokenState
 
-__all__ = ["AlertEngine"]
+__all__ = ["AlertEngine", "Pruned"]
 
 log = logging.getLogger("keywatch.alerts")
 
 HISTORY_DAYS = 28  # what the anomaly baselines look back on
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
+KEEP_FINISHED = 7 * 86400.0  # sent/failed/expired outbox rows and resolved alerts are kept a week
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    outbox: int  # finished notification rows dropped (the counters keep their totals)
+    alerts: int  # resolved alerts forgotten
 
 
 class AlertEngine:
@@ -135,6 +143,14 @@ class AlertEngine:
             self.pipeline.outbox.enqueue(item)
         self._digest.save(now)
         return True
+
+    # --- housekeeping (scheduled by the daemon, monitor.jobs) -----------------------------
+    def prune(self, *, keep: float = KEEP_FINISHED) -> Pruned:
+        """Drop what no one needs any more: finished outbox rows older than `keep` (pending and
+        sending rows stay, however old) and alerts resolved more than `keep` ago (their resolved
+        notice had its chance; pending and firing alerts stay)."""
+        now = self.clock.now()
+        return Pruned(self.pipeline.prune(now, keep=keep), self.tracker.prune(before=now - keep))
 
     def _provider_action(self, name: str) -> str | None:
         return next((p.action for p in self.settings.providers if p.name == name), None)

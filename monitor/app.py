@@ -7,7 +7,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +19,15 @@ from alerts.engine import AlertEngine
 from alerts.response import leak_reports
 from monitor.clock import Clock, SystemClock
 from monitor.config import ConfigError
+from monitor.jobs import (
+    AUDIT_DIGEST_CHECK,
+    HOUSEKEEPING_DELAY,
+    NOTIFICATION_PRUNE,
+    RETENTION,
+    Every,
+    Job,
+    Schedule,
+)
 from monitor.metrics import Exposition
 from monitor.policy import PolicyBook
 from monitor.poller import Poller
@@ -59,6 +67,8 @@ class Daemon:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._provider_settings: dict[str, ProviderSettings] = {}
         self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.schedule = Schedule(self.scheduler, clock=self.clock, outcomes=self.exposition)
+        self._primed: set[str] = set()  # providers polled by prime(): their next poll is an interval away
         self.server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -73,10 +83,9 @@ class Daemon:
         """Build the providers and run one cycle of each now, before anything is scheduled."""
         for provider in self.settings.providers:
             if provider.name not in self.pollers:
-                self._add_provider(provider, schedule=False)
+                self._add_provider(provider)
         await asyncio.gather(*(p.run_once() for p in self.pollers.values()))
-        for name, ps in self._provider_settings.items():
-            self._schedule(name, ps, first_run=datetime.now(UTC) + timedelta(seconds=ps.poll_interval))
+        self._primed.update(self.pollers)
 
     async def start(self, *, serve_http: bool = True) -> None:
         # What can refuse to start (a taken port, a broken key file) is checked before anything
@@ -100,13 +109,7 @@ class Daemon:
         self._rebuild_history()
         self.scheduler.start()
         self.alerts.start()
-        self.scheduler.add_job(
-            self.prune,
-            "interval",
-            days=1,
-            id="retention",
-            next_run_time=datetime.now(UTC) + timedelta(minutes=1),
-        )
+        self.schedule.register(self.jobs())
         if sock is not None and app is not None:
             self.server = make_server(app, self.settings.listen)
             self._server_task = asyncio.create_task(self.server.serve(sockets=[sock]), name="http")
@@ -131,21 +134,46 @@ class Daemon:
         """Stop taking new work, let a running cycle finish its transaction, then close."""
         log.info("stopping")
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.pause()  # no new runs; shutting down would cancel the ones in flight
         if self.server is not None and self._server_task is not None:
             self.server.should_exit = True
             await asyncio.wait({self._server_task}, timeout=6)
         # A cycle in flight either commits or rolls back as a whole; give it a moment to commit.
-        running = [t for t in asyncio.all_tasks() if t.get_name().startswith("poll:")]
-        if running:
-            await asyncio.wait(running, timeout=5)
+        await self.schedule.drain(grace=5)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         await self.alerts.stop()
         for client in self._clients.values():
             await client.aclose()
         self.engine.dispose()
 
+    # --- scheduled work -----------------------------------------------------------------
+    def jobs(self) -> list[Job]:
+        """Everything the daemon does on a timer, in one list (monitor.jobs registers it, at start
+        and on every reload): a poll per provider at its poll_interval (at once, or an interval
+        after prime()), retention daily, the audit digest checked hourly (it goes out weekly, a
+        week after the last one, remembered in the database), notification pruning hourly."""
+        polls = [
+            Job(
+                f"poll:{name}",
+                Every(ps.poll_interval, first_after=ps.poll_interval if name in self._primed else 0.0),
+                self.pollers[name].run_once,
+            )
+            for name, ps in self._provider_settings.items()
+        ]
+        return [
+            *polls,
+            Job("retention", Every(RETENTION, first_after=HOUSEKEEPING_DELAY), self.prune),
+            Job("audit_digest", Every(AUDIT_DIGEST_CHECK, first_after=HOUSEKEEPING_DELAY), self.audit_digest),
+            Job(
+                "notification_prune",
+                Every(NOTIFICATION_PRUNE, first_after=HOUSEKEEPING_DELAY),
+                self.prune_notifications,
+            ),
+        ]
+
     # --- providers ----------------------------------------------------------------------
-    def _add_provider(self, ps: ProviderSettings, *, schedule: bool = True) -> None:
+    def _add_provider(self, ps: ProviderSettings) -> None:
         client = make_client(timeout=ps.timeout, max_connections=max(ps.concurrency, 8))
         health = self.exposition.health(ps.name)
 
@@ -177,38 +205,13 @@ class Daemon:
         self.pollers[ps.name] = poller
         self._clients[ps.name] = client
         self._provider_settings[ps.name] = ps
-        if schedule:
-            self._schedule(ps.name, ps, first_run=datetime.now(UTC))
 
-    def _schedule(self, name: str, ps: ProviderSettings, *, first_run: datetime) -> None:
-        self.scheduler.add_job(
-            self._poll_job(self.pollers[name]),
-            "interval",
-            seconds=ps.poll_interval,
-            id=f"poll:{name}",
-            max_instances=1,  # a slow relay never gets two overlapping cycles
-            coalesce=True,  # missed runs collapse into one
-            misfire_grace_time=max(1, int(ps.poll_interval)),
-            next_run_time=first_run,
-            replace_existing=True,
-        )
-
-    def _poll_job(self, poller: Poller) -> Callable[[], Any]:
-        async def job() -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                task.set_name(f"poll:{poller.provider.name}")
-            await poller.run_once()
-
-        return job
-
-    async def _remove_provider(self, name: str) -> None:
-        self.scheduler.remove_job(f"poll:{name}")
+    def _drop_provider(self, name: str) -> httpx.AsyncClient | None:
+        """Forget a provider; its client is returned to be closed once its job is unscheduled."""
         self.pollers.pop(name, None)
         self._provider_settings.pop(name, None)
-        client = self._clients.pop(name, None)
-        if client is not None:
-            await client.aclose()
+        self._primed.discard(name)
+        return self._clients.pop(name, None)
 
     def _all_states(self) -> list[TokenState]:
         return [s for poller in self.pollers.values() for s in poller.states.values()]
@@ -252,9 +255,8 @@ class Daemon:
         if new.database != self.settings.database or new.listen != self.settings.listen:
             log.warning("reload: database and listen changes take effect at the next restart")
         wanted = {p.name: p for p in new.providers}
-        for name in list(self.pollers):
-            if name not in wanted or wanted[name] != self._provider_settings[name]:
-                await self._remove_provider(name)
+        changed = [n for n in self.pollers if n not in wanted or wanted[n] != self._provider_settings[n]]
+        dropped = [self._drop_provider(name) for name in changed]
         self.settings = new
         self.policies = PolicyBook(new.tokens, new.response.protect)
         self.exposition.set_policies(self.policies)
@@ -263,6 +265,10 @@ class Daemon:
                 self._add_provider(ps)
         self.exposition.retain_providers(wanted)
         self.alerts.reconfigure(new)
+        self.schedule.register(self.jobs())  # before the old clients close: no run picks one up
+        for client in dropped:
+            if client is not None:
+                await client.aclose()
         for hook in self.on_reload:
             hook(new)
         log.info("reloaded config: %d providers", len(wanted))
@@ -291,13 +297,23 @@ class Daemon:
     async def prune(self) -> None:
         pruned = await asyncio.to_thread(prune, self.engine, self.settings.retention, now=self.clock.now())
         log.info(
-            "retention: removed %d deltas, %d hourly rows, %d poll runs",
+            "retention: removed %d deltas, %d hourly rows, %d poll runs, %d logged requests",
             pruned.deltas,
             pruned.hourly,
             pruned.poll_runs,
+            pruned.requests,
         )
 
+    async def prune_notifications(self) -> None:
+        pruned = self.alerts.prune()
+        if pruned.outbox or pruned.alerts:
+            log.info(
+                "notifications: removed %d finished outbox rows, forgot %d long-resolved alerts",
+                pruned.outbox,
+                pruned.alerts,
+            )
 
-def command_handlers(sub: Any) -> dict[str, Callable[[Any, Settings], int]]:
-    """The alert side's CLI commands, registered through the composition root."""
-    return alerts_cli.register(sub)
+
+def command_handlers() -> dict[str, Callable[[Any, Settings], int]]:
+    """The alert side's CLI command handlers (monitor/cli.py declares their options)."""
+    return alerts_cli.handlers()

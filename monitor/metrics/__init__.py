@@ -1,8 +1,8 @@
 """keywatch's Prometheus metrics (DESIGN §3.3): names, and the cached text exposition."""
 
-from monitor.metrics.exposition import DURATION_BUCKETS, Exposition, Family, ProviderHealth
+from monitor.metrics.exposition import DURATION_BUCKETS, Exposition, Family, JobHealth, ProviderHealth
 
-__all__ = ["DURATION_BUCKETS", "METRIC_NAMES", "Exposition", "Family", "ProviderHealth"]
+__all__ = ["DURATION_BUCKETS", "METRIC_NAMES", "Exposition", "Family", "JobHealth", "ProviderHealth"]
 
 # Every family keywatch exports (base names; histograms add _bucket/_sum/_count).
 METRIC_NAMES = frozenset(
@@ -30,5 +30,7 @@ METRIC_NAMES = frozenset(
         "keywatch_store_up",
         "keywatch_notifications_pending",
         "keywatch_notification_oldest_pending_seconds",
+        "keywatch_job_failures_total",
+        "keywatch_job_last_success_timestamp_seconds",
     }
 )

@@ -17,7 +17,7 @@ from monitor.metrics.text import fmt_value, header, labels, sample
 from monitor.policy import PolicyBook
 from monitor.tokens import TokenState
 
-__all__ = ["DURATION_BUCKETS", "Exposition", "Family", "ProviderHealth"]
+__all__ = ["DURATION_BUCKETS", "Exposition", "Family", "JobHealth", "ProviderHealth"]
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -48,6 +48,14 @@ class ProviderHealth:
                 self.buckets[i] += 1
         self.duration_sum += seconds
         self.duration_count += 1
+
+
+@dataclass(slots=True)
+class JobHealth:
+    """A scheduled job's runs (monitor.jobs), since the daemon started."""
+
+    failures: int = 0
+    last_success: float | None = None
 
 
 # (name, type, help) of the per-token families, in render order.
@@ -83,6 +91,7 @@ class Exposition:
         self._tokens: dict[TokenKey, TokenState] = {}
         self._lines: dict[TokenKey, tuple[TokenState, float | None, tuple[str, ...]]] = {}
         self._health: dict[str, ProviderHealth] = {}
+        self._jobs: dict[str, JobHealth] = {}
         self._scores: ScoreSource = dict
         self._sources: list[FamilySource] = []
         self._body: bytes | None = None
@@ -115,6 +124,20 @@ class Exposition:
             self._lines.pop(key, None)
         self.invalidate()
 
+    def set_jobs(self, names: Iterable[str]) -> None:
+        """The scheduled jobs: new ones start at 0 failures, jobs no longer scheduled go."""
+        keep = set(names)
+        self._jobs = {n: self._jobs.get(n) or JobHealth() for n in sorted(keep)}
+        self.invalidate()
+
+    def job_ran(self, name: str, *, ok: bool, at: float) -> None:
+        job = self._jobs.setdefault(name, JobHealth())
+        if ok:
+            job.last_success = at
+        else:
+            job.failures += 1
+        self.invalidate()
+
     def set_score_source(self, source: ScoreSource) -> None:
         self._scores = source
 
@@ -144,6 +167,7 @@ class Exposition:
             parts.append(header(name, kind, help_text))
             parts.extend(lines[i] for lines in per_token)
         parts.append(self._provider_families())
+        parts.append(self._job_families())
         for source in self._sources:
             for family in source():
                 parts.append(header(family.name, family.kind, family.help))
@@ -208,6 +232,31 @@ class Exposition:
             anomaly,
             corrections,
         )
+
+    def _job_families(self) -> str:
+        jobs = sorted(self._jobs.items())
+        out = [
+            header(
+                "keywatch_job_failures_total",
+                "counter",
+                "Scheduled job runs that failed, by job, since the daemon started (each also logged once).",
+            )
+        ]
+        out += [sample("keywatch_job_failures_total", labels({"job": n}), j.failures) for n, j in jobs]
+        out.append(
+            header(
+                "keywatch_job_last_success_timestamp_seconds",
+                "gauge",
+                "When the scheduled job last ran to completion (a poll the relay failed completes too: "
+                "see keywatch_poll_errors_total).",
+            )
+        )
+        out += [
+            sample("keywatch_job_last_success_timestamp_seconds", labels({"job": n}), j.last_success)
+            for n, j in jobs
+            if j.last_success is not None
+        ]
+        return "".join(out)
 
     def _provider_families(self) -> str:
         out: list[str] = [
