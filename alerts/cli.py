@@ -1,7 +1,9 @@
-"""The alert side of the `keywatch` command line: alerts, silence, notify-test.
+"""The alert side of the `keywatch` command line: what alerts, silence, revoke, audit, backtest,
+export and notify-test do.
 
-`monitor.cli` reaches these through the composition root (`monitor.app.command_handlers`), so
-the import arrow keeps running from alerts to monitor."""
+Their options are declared in monitor/cli.py with the rest of the command line (so `keywatch
+--help` loads none of this); `monitor.cli` reaches these handlers through the composition root
+(`monitor.app.command_handlers`), so the import arrow keeps running from alerts to monitor."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from alerts.matchers import MatcherError
 from alerts.notification.mute import SilenceError, Silences
 from alerts.notification.notify import NoTargetError, notify_test
 from alerts.offline.audit import audit
-from alerts.offline.backtest import SIGNAL_SETS, read_input, run_backtest, write_output
+from alerts.offline.backtest import read_input, run_backtest, write_output
 from alerts.offline.export import export_lines
 from alerts.response.quarantine import Responder
 from alerts.views import silence_row
@@ -32,6 +34,7 @@ from monitor.clock import SystemClock
 from monitor.durations import parse_duration
 from monitor.model import severity_rank
 from monitor.policy import PolicyBook
+from monitor.progress import Progress
 from monitor.providers.base import ProviderError
 from monitor.providers.http import make_client
 from monitor.providers.registry import build_provider
@@ -39,72 +42,11 @@ from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, open_engine
 from monitor.store.reader import TokenLookupError
 from monitor.table import render_table
+from monitor.views import present
 
-__all__ = ["Handler", "register"]
+__all__ = ["Handler", "handlers"]
 
 Handler = Callable[[argparse.Namespace, Settings], int]
-
-
-def register(sub: Any) -> dict[str, Handler]:
-    """Add the alert commands to `keywatch`'s subparsers; returns command -> handler."""
-    alerts = sub.add_parser("alerts", help="pending and firing alerts")
-    alerts.add_argument("--json", action="store_true")
-
-    silence = sub.add_parser("silence", help="mute alerts by label matchers")
-    verbs = silence.add_subparsers(dest="verb", metavar="VERB", required=True)
-    add = verbs.add_parser(
-        "add", help="add a silence: MATCHER like token=dev-*, rule=spend_anomaly, provider!=lz"
-    )
-    add.add_argument("matchers", nargs="+", metavar="MATCHER")
-    add.add_argument("--duration", default="1h")
-    add.add_argument("--comment", required=True)
-    add.add_argument("--author", default=None)
-    listing = verbs.add_parser("list", help="silences not yet ended")
-    listing.add_argument("--all", action="store_true", help="include expired ones")
-    listing.add_argument("--json", action="store_true")
-    expire = verbs.add_parser("expire", help="end a silence now")
-    expire.add_argument("id", type=int)
-
-    revoke = sub.add_parser("revoke", help="quarantine a token by hand (recorded in the audit trail)")
-    revoke.add_argument("token", help="token name, or provider/name")
-    revoke.add_argument("--reason", required=True)
-    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    revoke.add_argument("--dry-run", action="store_true", help="record what would happen, do nothing")
-
-    audit_cmd = sub.add_parser("audit", help="the token hygiene report")
-    audit_cmd.add_argument("--json", action="store_true")
-
-    backtest = sub.add_parser(
-        "backtest", help="replay a usage history through the rules on a simulated clock"
-    )
-    backtest.add_argument("--input", required=True, help="JSON Lines (DESIGN §3.5); .gz is fine")
-    backtest.add_argument("--output", default=None, help="write the transitions as JSON Lines here")
-    backtest.add_argument("--json", action="store_true", help="print the transitions as one JSON array")
-    backtest.add_argument(
-        "--signals",
-        choices=SIGNAL_SETS,
-        default="all",
-        help="all: replay the lines as they are; spend: as a relay that reports only spend and "
-        "request counts would (no IPs, no models)",
-    )
-
-    export = sub.add_parser("export", help="write stored history in the backtest input format")
-    export.add_argument("--since", default="30d")
-    export.add_argument("--output", default=None)
-
-    test = sub.add_parser(
-        "notify-test", help="send a test notification to every target (or those with --tag)"
-    )
-    test.add_argument("--tag", default=None)
-    return {
-        "alerts": _alerts,
-        "silence": _silence,
-        "notify-test": _notify_test,
-        "revoke": _revoke,
-        "audit": _audit,
-        "backtest": _backtest,
-        "export": _export,
-    }
 
 
 def _store(settings: Settings) -> tuple[Engine, AlertStore]:
@@ -270,12 +212,12 @@ async def _revoke_async(
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings.database)
     try:
-        states = [s for by_id in UsageReader(engine).token_states().values() for s in by_id.values()]
+        reader = UsageReader(engine)
+        states = [s for by_id in reader.token_states().values() for s in by_id.values()]
+        now = present(time.time(), [p.last_success_at for p in reader.providers().values()])
     finally:
         engine.dispose()
-    findings = audit(
-        states, settings, PolicyBook(settings.tokens, settings.response.protect), now=time.time()
-    )
+    findings = audit(states, settings, PolicyBook(settings.tokens, settings.response.protect), now=now)
     rows = [f.to_json() for f in findings]
     if args.json:
         _print_json(rows)
@@ -312,7 +254,8 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
             q.setLevel(logging.WARNING)
     started = time.monotonic()
     try:
-        rows = asyncio.run(run_backtest(data, settings, signals=args.signals))
+        with Progress("backtest", unit="lines", total=len(data.usage)) as progress:
+            rows = asyncio.run(run_backtest(data, settings, signals=args.signals, progress=progress.update))
     finally:
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
@@ -342,7 +285,21 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings.database)
     try:
         lines = export_lines(UsageReader(engine), since=since, raw_after=time.time() - settings.retention.raw)
-        write_output(lines, args.output)
+        # Counted as they are made; the progress line is gone before the output is written.
+        write_output(Progress("export", unit="lines").counted(lines), args.output)
     finally:
         engine.dispose()
     return 0
+
+
+def handlers() -> dict[str, Handler]:
+    """Command name -> handler, for the commands monitor/cli.py declares for the alert side."""
+    return {
+        "alerts": _alerts,
+        "silence": _silence,
+        "notify-test": _notify_test,
+        "revoke": _revoke,
+        "audit": _audit,
+        "backtest": _backtest,
+        "export": _export,
+    }

@@ -6,11 +6,19 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
 
 from monitor.model import Observation, TokenLimits
 from monitor.spend import UsageMark
 
-__all__ = ["TokenState", "naming_labels", "with_series_labels"]
+__all__ = [
+    "TokenState",
+    "naming_labels",
+    "needs_windows",
+    "period_starts",
+    "with_series_labels",
+    "with_windows",
+]
 
 # [env]-[project]-[purpose]-[date], e.g. prod-webapp-api-2024-01 (the product guide's convention)
 _NAMING = re.compile(
@@ -112,4 +120,34 @@ def with_series_labels(states: Mapping[str, TokenState]) -> dict[str, TokenState
             taken.add(label)
             if state.label != label:
                 out[state.token_id] = replace(state, label=label)
+    return out
+
+
+def needs_windows(state: TokenState) -> bool:
+    """A token whose relay reports spend but no day or month figure: its windows come from
+    keywatch's own history (the relay keeps only a lifetime counter)."""
+    return state.usage_known and (
+        state.mark is None or (state.mark.today_usd is None and state.mark.month_usd is None)
+    )
+
+
+def period_starts(at: float, tz: tzinfo) -> tuple[float, float]:
+    """When the day and the month that `at` falls in began, on `tz`'s calendar."""
+    day = datetime.fromtimestamp(at, tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp(), day.replace(day=1).timestamp()
+
+
+def with_windows(
+    states: Mapping[str, TokenState], sums: Mapping[int, tuple[float, float]]
+) -> dict[str, TokenState]:
+    """The states with their day and month spend from `sums` (token pk -> (day, month) spend, as
+    UsageReader.window_sums gives it) where the relay gives no such figure. States that need no
+    change are returned as the same objects."""
+    out = dict(states)
+    for token_id, st in states.items():
+        if not needs_windows(st) or st.pk is None:
+            continue
+        day_usd, month_usd = sums.get(st.pk, (0.0, 0.0))
+        if (st.derived_day_usd, st.derived_month_usd) != (day_usd, month_usd):
+            out[token_id] = replace(st, derived_day_usd=day_usd, derived_month_usd=month_usd)
     return out

@@ -13,12 +13,19 @@ import orjson
 from monitor.policy import PolicyBook
 from monitor.tokens import TokenState
 
-__all__ = ["TokenRowCache", "iso", "iso_clamped", "token_row", "token_rows"]
+__all__ = ["TokenRowCache", "iso", "iso_clamped", "present", "token_row", "token_rows"]
 
 Scores = Mapping[tuple[str, str], float]  # (provider, token id) -> anomaly score
 # The range datetime renders (0001-01-01 .. 9999-12-31T23:59:59Z); times beyond it are clamped.
 _FIRST: Final = datetime(1, 1, 1, tzinfo=UTC)
 _LAST: Final = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def present(wall: float, last_polls: Iterable[float | None]) -> float:
+    """The time a read command judges stored data at ("since 3h", "unused for 30 days"): the wall
+    clock, or the newest poll when that is later. Time never runs back from the newest data, even
+    when a clock ahead of ours wrote it (the demo's, which runs 60x faster than the real one)."""
+    return max([wall, *(t for t in last_polls if t is not None)])
 
 
 def iso(ts: float | None) -> str | None:

@@ -47,6 +47,7 @@ from typing import Final, Literal
 from alerts.detection.fleet import FleetContext
 from alerts.detection.series import HISTORY_HOURS, HOUR, MINUTE, TokenHistory, is_weekend_hour, minute_of
 from alerts.model import Finding
+from monitor.money import usd
 from monitor.settings import AnomalyRule
 
 __all__ = [
@@ -273,7 +274,7 @@ def anomaly_finding(
         severity="warning",
         value=round(result.score, 2),
         summary=(
-            f"spending ${result.observed:,.2f}/h, expected ${result.expected:,.2f}/h "
+            f"spending {usd(result.observed)}/h, expected {usd(result.expected)}/h "
             f"(score {result.score:.1f}, {result.tier} baseline)"
         ),
         annotations={

@@ -68,6 +68,7 @@ from alerts.detection.spend_evidence import (
 from alerts.model import Finding, Signal
 from monitor.config import BusinessHours, parse_business_hours
 from monitor.model import TokenLimits
+from monitor.money import usd
 from monitor.settings import LeakRule, TokenPolicy
 
 __all__ = [
@@ -236,7 +237,7 @@ class LeakDetector:
                 # the day is no yardstick: any real use there is unusual.
                 base = max(r.expected, p.min_expected_usd_per_hour)
             if r.spend >= p.spike_ratio * base:
-                return Signal("spike", f"${r.spend:,.2f}/h, {r.spend / base:,.0f}x the usual ${base:,.2f}/h")
+                return Signal("spike", f"{usd(r.spend)}/h, {r.spend / base:,.0f}x the usual {usd(base)}/h")
         if not state.has_requests:
             return None
         # Cheap-model abuse moves requests more than dollars: expect requests at the token's own
@@ -560,7 +561,7 @@ def leak_finding(
         labels={"provider": provider, "token": token},
         severity="security",
         value=float(sum(1 for s in result.signals if s.counted)),
-        summary=f"key may have leaked: {names}; ${result.spend_since_onset:,.2f} since the onset",
+        summary=f"key may have leaked: {names}; {usd(result.spend_since_onset)} since the onset",
         annotations={
             "signals": "; ".join(f"{s.name}: {s.detail}" for s in result.signals),
             "spend_since_onset_usd": f"{result.spend_since_onset:.2f}",

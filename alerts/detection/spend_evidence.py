@@ -38,6 +38,7 @@ from typing import Final
 
 from alerts.detection.series import HOUR, TokenHistory
 from alerts.model import Signal
+from monitor.money import usd
 
 __all__ = [
     "SpendParams",
@@ -149,7 +150,7 @@ def price_shift(
     said = f"{factor:,.1f}x" if factor >= 1 else f"1/{1 / factor:,.1f}"
     return Signal(
         "price_shift",
-        f"${now_price:,.5f} per request, {said} its usual ${usual_price_usd:,.5f} "
+        f"{usd(now_price)} per request, {said} its usual {usd(usual_price_usd)} "
         "(a model it does not use, from spend and requests alone)",
     )
 
@@ -178,8 +179,8 @@ def quiet_slot(state: TokenHistory, h: int, rate: float, p: SpendParams) -> str 
         return None
     when = datetime.fromtimestamp(h * HOUR, UTC).strftime("%a %H:00 UTC")
     return (
-        f"${rate:,.2f}/h on {when}, when in {weeks} weeks it never spent more than ${slot_max:,.2f}/h "
-        f"(busy hours: ${busy:,.2f}/h)"
+        f"{usd(rate)}/h on {when}, when in {weeks} weeks it never spent more than {usd(slot_max)}/h "
+        f"(busy hours: {usd(busy)}/h)"
     )
 
 
@@ -243,7 +244,7 @@ def extreme_surge(
         return None
     return Signal(
         "extreme_surge",
-        f"${x:,.2f}/h over the last hour, {x / max(expected, p.drain_floor_usd):,.0f}x what the hour "
+        f"{usd(x)}/h over the last hour, {x / max(expected, p.drain_floor_usd):,.0f}x what the hour "
         f"expects and {x / busiest:,.0f}x its busiest hour in four weeks",
     )
 
@@ -263,7 +264,7 @@ def wake_volume(
     if reference <= 0:
         return None
     if rate >= p.wake_factor * reference and rate - reference >= p.wake_min_usd_per_hour:
-        return Signal("wake_volume", f"${rate:,.2f}/h since it woke, {rate / reference:,.0f}x {what}")
+        return Signal("wake_volume", f"{usd(rate)}/h since it woke, {rate / reference:,.0f}x {what}")
     return None
 
 
@@ -286,9 +287,7 @@ def spend_limit(state: TokenHistory, daily_usd: float | None, head: int) -> Sign
     day = sum(state.cost_at(k) for k in range(head - DAY + 1, head + 1))
     if day <= daily_usd:
         return None
-    return Signal(
-        "over_spend_limit", f"${day:,.2f} in 24 h, its daily limit at the relay is ${daily_usd:,.2f}"
-    )
+    return Signal("over_spend_limit", f"{usd(day)} in 24 h, its daily limit at the relay is {usd(daily_usd)}")
 
 
 def is_month_end(ts: float) -> bool:

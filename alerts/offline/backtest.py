@@ -1,5 +1,11 @@
 """`keywatch backtest`: replay a usage history through the daemon's own rule, alert and response
-code on a simulated clock (DESIGN §3.5), with notifications and relay calls recorded, not sent.
+code on a simulated clock, with notifications and relay calls recorded, not sent.
+
+Input, JSON Lines in any order: usage `{"ts", "provider", "token", "requests", "cost_usd", "model",
+"ip"}` (`provider` defaults to `default`; `model` and `ip` are optional) and, optionally, token
+metadata `{"type": "token", "provider", "token", "created_at", "status", "expires_at", "limits",
+"ip_whitelist"}`. Output: one line per alert transition, `{"ts", "rule", "provider", "token",
+"severity", "state", "value", "action"}` plus the signal set, summary and evidence.
 
 Each provider's clock steps by its `poll_interval` (from the config when it names the provider,
 else 60 s). At step T every usage line stamped in (T - interval, T] becomes that poll's spend (a
@@ -14,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,11 +209,15 @@ def _state(provider: str, name: str, meta: dict[str, Any], start: float) -> Toke
     )
 
 
+Progress = Callable[[int, int], None]  # (usage lines replayed, lines in all)
+
+
 async def run_backtest(
-    data: BacktestInput, settings: Settings, *, signals: str = "all"
+    data: BacktestInput, settings: Settings, *, signals: str = "all", progress: Progress | None = None
 ) -> list[dict[str, Any]]:
-    """The alert transitions of the replay, in time order (DESIGN §3.5 output objects, each with
-    the `signals` set it was replayed with)."""
+    """The alert transitions of the replay, in time order (the output objects above, each with
+    the `signals` set it was replayed with). `progress` hears how far the replay is after each
+    poll step."""
     if signals not in SIGNAL_SETS:
         raise ValueError(f"signals must be one of {', '.join(SIGNAL_SETS)}")
     if signals == "spend":
@@ -250,14 +260,18 @@ async def run_backtest(
 
         alerts.transition_listeners.append(record)
         try:
-            await _replay(data, providers, alerts, clock)
+            await _replay(data, providers, alerts, clock, progress)
         finally:
             engine.dispose()
     return out
 
 
 async def _replay(
-    data: BacktestInput, providers: tuple[ProviderSettings, ...], alerts: AlertEngine, clock: FakeClock
+    data: BacktestInput,
+    providers: tuple[ProviderSettings, ...],
+    alerts: AlertEngine,
+    clock: FakeClock,
+    progress: Progress | None,
 ) -> None:
     start, end = data.usage[0].ts, data.usage[-1].ts + TAIL
     fleets: dict[str, _Fleet] = {}
@@ -269,7 +283,7 @@ async def _replay(
     steps = [(start - start % p.poll_interval + p.poll_interval, p.name, p.poll_interval) for p in providers]
     heapq.heapify(steps)
     carry: dict[str, _Usage | None] = dict.fromkeys(pending)
-    n = 0
+    n = replayed = 0
     while steps:
         at, name, interval = heapq.heappop(steps)
         if at > end:
@@ -293,12 +307,15 @@ async def _replay(
                 n += 1
             u = next(pending[name], None)
         carry[name] = u
+        replayed += sum(len(lines) for lines in by_token.values())
         for token, lines in by_token.items():
             fleet.book(token, lines)
         cycle = Cycle(name, at, True, dict(fleet.states), spend=spend, requests=records, fresh=records)
         await alerts.on_cycle(CycleReport(name, at, True, True, cycle, cycle.states))
         alerts.pipeline.tick(at)
         heapq.heappush(steps, (at + interval, name, interval))
+        if progress is not None:
+            progress(replayed, len(data.usage))
 
 
 def _synthetic(name: str) -> ProviderSettings:

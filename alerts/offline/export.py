@@ -1,5 +1,5 @@
-"""`keywatch export`: stored history in the backtest input format (DESIGN §3.5), so a real fleet's
-month can be replayed against new rules or thresholds before they go live."""
+"""`keywatch export`: stored history in the backtest input format (alerts/offline/backtest.py), so
+a real fleet's month can be replayed against new rules or thresholds before they go live."""
 
 from __future__ import annotations
 
