@@ -17,7 +17,7 @@ figures alone; each says what it saw, with its numbers:
   times has no such profile.
 - `drain`: a surge that goes on longer than benign bursts run (6 h) and twice as long as this
   token's own longest burst in the last weeks: bursts decay, a thief keeps draining.
-- `extreme_surge`: an hour at 25x what it expects and 5x the token's busiest hour in four weeks
+- `extreme_surge`: an hour at 100x what it expects and 5x the token's busiest hour in four weeks
   (of which at least 24 hours saw real use): far beyond benign bursts (2-12x); not on a month's
   last afternoon and evening, nor when its whole project moves with it.
 - `wake_volume`: a dormant token woke up spending far above its old busy rate (or, with no past, above
@@ -73,7 +73,7 @@ class SpendParams:
     min_busy_usd_per_hour: float = 0.05  # tokens busier than this have a profile worth reading
     drain_min_hours: float = 6.0  # longer than benign bursts run (launch spikes, batches: 1-4 h)
     drain_floor_usd: float = 0.01  # hours below this are no burst
-    surge_ratio: float = 25.0  # an hour this many times its expected ...
+    surge_ratio: float = 100.0  # an hour this many times its expected ...
     surge_over_busiest: float = 5.0  # ... and this many times its busiest hour in four weeks
     surge_min_active_hours: int = 24  # hours of real use in those weeks before "busiest" means anything
     wake_factor: float = 3.0  # a waking token spends this many times its old busy rate ...
@@ -205,11 +205,11 @@ def drain(state: TokenHistory, first_hour: int, now: float, p: SpendParams) -> S
     hours = (now - first_hour * HOUR) / HOUR
     if hours < p.drain_min_hours:
         return None
-    active_days = sum(
-        1 for d in range(7) if any(state.cost_at(first_hour - d * DAY - j) > 0 for j in range(1, DAY + 1))
-    )
-    if active_days < 3:
-        return None  # no settled level to surge from (it just woke up): a wake is judged by its size
+    used = [any(state.cost_at(first_hour - d * DAY - j) > 0 for j in range(1, DAY + 1)) for d in range(21)]
+    if sum(used[:7]) < 3 or sum(used) < 7:
+        # No settled level to surge from, nor weeks of use in which bursts could have shown (it just
+        # woke up: a wake is judged by its size, and "no burst in weeks" would say nothing).
+        return None
     cost, _, _, head = state.rings()
     typical = state.stats(first_hour).active_level
     longest = run = 0
