@@ -43,3 +43,19 @@ class Secret:
 
     def __reduce__(self) -> str | tuple[Any, ...]:  # never pickled into a cache or a subprocess by accident
         raise TypeError("Secret values cannot be pickled")
+
+    # pydantic (monitor.config reads YAML through it): a string in, a Secret out; dumped masked, never as
+    # its value. Imported lazily: secrets are everywhere, pydantic only where a config is read.
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(
+            cls,
+            core_schema.str_schema(strict=True),
+            serialization=core_schema.plain_serializer_function_ser_schema(repr),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "string", "writeOnly": True}

@@ -11,6 +11,7 @@ import pytest
 
 from monitor import config
 from monitor.config import ConfigError, load_settings, parse_business_hours, summarize
+from monitor.config_doc import rows
 from monitor.durations import format_duration, parse_duration
 from monitor.secret import Secret
 from monitor.settings import Settings
@@ -377,6 +378,56 @@ BAD: list[tuple[str, str, str, str]] = [
         "notify.grafana_url",
         "must be an http(s) URL like https://host[:port][/path]",
     ),
+    # keys that are no field of their own: set by the loader, nested, or read from a file
+    ("source-is-not-a-key", PROVIDER + "source: other.yaml\n", "source", "unknown key"),
+    (
+        "unknown-in-nested-section",
+        PROVIDER + "rules: {expiry: {warn_befor: 1d}}\n",
+        "rules.expiry.warn_befor",
+        "unknown key (did you mean 'warn_before'?)",
+    ),
+    (
+        "unknown-null-key",
+        PROVIDER + "rules: {rotation: {prd: }}\n",
+        "rules.rotation.prd",
+        "unknown key (did you mean 'prod'?)",
+    ),
+    (
+        "nested-section-not-a-mapping",
+        PROVIDER + "rules: {rotation: 90d}\n",
+        "rules.rotation",
+        "expected a mapping, got a string",
+    ),
+    (
+        "no-thresholds",
+        PROVIDER + "rules: {budget: {thresholds: []}}\n",
+        "rules.budget.thresholds",
+        "give at least one threshold (or set enabled: false)",
+    ),
+    (
+        "null-key",
+        PROVIDER + "    keys: {prod-a: }\n",
+        "providers[0].keys.prod-a",
+        "required (or prod-a_file)",
+    ),
+    (
+        "typo-beats-the-missing-key-it-causes",
+        PROVIDER.replace("base_url:", "base_ur:"),
+        "providers[0].base_ur",
+        "unknown key (did you mean 'base_url'?)",
+    ),
+    (
+        "secret-list-is-told-to-quote",
+        PROVIDER + f"api_token: [{SECRET}]\n",
+        "api_token",
+        "expected a string, got a list (quote it)",
+    ),
+    (
+        "non-finite-budget",
+        PROVIDER + "tokens: [{match: '*', budget: {daily_usd: .inf}}]\n",
+        "tokens[0].budget.daily_usd",
+        "must be a finite number, got inf",
+    ),
 ]
 
 
@@ -544,6 +595,12 @@ def test_interpolation(tmp_path: Path) -> None:
     assert (p.user_id, p.poll_interval, p.reveal_keys, p.quota_per_unit) == (42, 30.0, True, 500000.0)
     assert p.project_id == "${NOT_A_VAR} and $x"
     assert s.leak_reports.hmac_secret == Secret("")
+
+
+def test_interpolated_numbers_in_lists_and_nested_keys(tmp_path: Path) -> None:
+    text = PROVIDER + "rules: {budget: {thresholds: ['${T}', 2]}, provider_down: {after: '${N}'}}\n"
+    s = load(tmp_path, text, {"T": "0.25", "N": "7"})
+    assert (s.rules.budget.thresholds, s.rules.provider_down_after) == ((0.25, 2.0), 7)
 
 
 def test_interpolated_number_must_still_be_a_number(tmp_path: Path) -> None:
@@ -739,6 +796,15 @@ def test_summary_hides_database_credentials(tmp_path: Path, monkeypatch: pytest.
     assert "database: postgresql://db.example.com/kw" in summarize(s)
 
 
+def test_no_secret_when_settings_are_dumped(tmp_path: Path) -> None:
+    from monitor.config_model import adapter  # pydantic's own JSON of the settings, as a debug dump would be
+
+    s = load(tmp_path, PROVIDER + f"api_token: {SECRET}-api\nleak_reports: {{hmac_secret: {SECRET}-hmac}}\n")
+    dumped = adapter().dump_json(s).decode()
+    assert SECRET not in dumped and "Secret('**********')" in dumped
+    assert SECRET not in str(adapter().dump_python(s, mode="json"))
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -783,7 +849,10 @@ def test_example_config_validates_with_a_notify_target() -> None:
 
 def test_example_config_documents_every_key() -> None:
     text = (REPO / "keywatch.example.yaml").read_text()
-    keys = {key for keys in config._KEYS.values() for key in keys} | set(config._SEVERITIES)
+    # every key of the schema (routes' severities included); `<secret>_file` counts as its secret
+    names = {row.path.rsplit(".", 1)[-1].removesuffix("[]") for row in rows(config.json_schema())}
+    keys = {k for k in names if k.removesuffix("_file") == k or k.removesuffix("_file") not in names}
+    assert {"poll_interval", "for", "warn_before", "critical", "hmac_secret"} <= keys
     missing = sorted(
         k for k in keys if not re.search(rf"(^|[\s{{,#]){re.escape(k)}(_file)?:", text, re.MULTILINE)
     )
