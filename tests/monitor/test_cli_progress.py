@@ -16,34 +16,36 @@ import pytest
 
 from alerts.offline.backtest import read_input, run_backtest
 from monitor.cli import main
+from monitor.clock import FakeClock
 from monitor.progress import Progress
 from monitor.settings import Settings
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @contextmanager
-def terminal() -> Iterator[tuple[TextIO, Clock, list[str]]]:
+def terminal() -> Iterator[tuple[TextIO, FakeClock, list[str]]]:
     """A real pseudo-terminal to write to, what reached it, and a clock to move."""
     leader, follower = pty.openpty()
     seen: list[str] = []
     with os.fdopen(follower, "w") as stream:
-        yield stream, Clock(), seen
-    seen.append(os.read(leader, 65536).decode())
+        yield stream, FakeClock(100.0), seen
+    chunks = []
+    while True:  # everything written, until the closed follower ends the stream (EIO on Linux)
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    seen.append(b"".join(chunks).decode())
     os.close(leader)
 
 
 def test_nothing_is_written_when_stderr_is_not_a_terminal() -> None:
-    stream, clock = io.StringIO(), Clock()
-    progress = Progress("backtest", total=1000, stream=stream, clock=clock)
+    stream, clock = io.StringIO(), FakeClock(100.0)
+    progress = Progress("backtest", total=1000, stream=stream, clock=clock.monotonic)
     for done in range(0, 1001, 100):
-        clock.now += 5
+        clock.advance(5)
         progress.update(done)
     progress.close()
     assert not progress.enabled and stream.getvalue() == ""
@@ -51,15 +53,15 @@ def test_nothing_is_written_when_stderr_is_not_a_terminal() -> None:
 
 def test_on_a_terminal_a_line_every_few_seconds_then_erased() -> None:
     with terminal() as (stream, clock, seen):
-        progress = Progress("backtest", total=1000, stream=stream, clock=clock, every=2.0)
+        progress = Progress("backtest", total=1000, stream=stream, clock=clock.monotonic, every=2.0)
         assert progress.enabled
-        clock.now += 1
+        clock.advance(1)
         progress.update(50)  # too soon: nothing yet
-        clock.now += 1
+        clock.advance(1)
         progress.update(100)
-        clock.now += 1
+        clock.advance(1)
         progress.update(150)  # a second after the last line: nothing
-        clock.now += 1
+        clock.advance(1)
         progress.update(200)
         progress.close()
     out = seen[0]
@@ -75,11 +77,11 @@ def test_without_a_total_it_counts_and_gives_the_rate() -> None:
 
 def test_counted_passes_everything_through_and_erases_the_line_at_the_end() -> None:
     with terminal() as (stream, clock, seen):
-        progress = Progress("export", stream=stream, clock=clock, every=2.0)
+        progress = Progress("export", stream=stream, clock=clock.monotonic, every=2.0)
 
         def lines() -> Iterator[int]:
             for n in range(10):
-                clock.now += 1
+                clock.advance(1)
                 yield n
 
         assert list(progress.counted(lines())) == list(range(10))
