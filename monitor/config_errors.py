@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from monitor.config_fields import not_text, type_name, unknown_key
+from monitor.config_model import Problem
 from monitor.config_schema import branches, child, shared_schema
 
 __all__ = ["describe", "key_path"]
@@ -26,8 +27,6 @@ _MAPPING: Final = frozenset(
 
 def describe(error: ValidationError) -> tuple[str, str]:
     """The key path and reason of the first problem; a typo is reported before what it causes."""
-    from monitor.config_model import Problem
-
     errors = error.errors(include_url=False)
 
     def unknown(e: ErrorDetails) -> bool:
@@ -51,8 +50,6 @@ def _ctx(e: ErrorDetails) -> dict[str, Any]:
 
 
 def _reason(e: ErrorDetails, loc: tuple[str | int, ...]) -> str:
-    from monitor.config_model import Problem
-
     kind, value, ctx = e["type"], e.get("input"), _ctx(e)
     if kind == Problem:
         return str(ctx["reason"])

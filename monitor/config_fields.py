@@ -1,6 +1,6 @@
 """What a config key is beyond its Python type: its description, bounds and the check its YAML value
-must pass. `monitor.settings` declares every field once with these; `monitor.config_model` turns them
-into pydantic validation and the JSON Schema.
+must pass. `monitor.settings` declares every field once with these; pydantic validates YAML by them
+(monitor.config_model) and the JSON Schema is generated from them (monitor.config_schema).
 
 Nothing here imports pydantic: settings are imported by every process (`keywatch --help` included),
 pydantic only when a config file is read. The hooks below are pydantic's documented
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from monitor.secret import Secret
 
 __all__ = [
+    "DURATION_PATTERN",
+    "INTERPOLATED_PATTERN",
     "NOT_A_KEY",
     "AppriseUrl",
     "Bounds",
@@ -30,6 +32,7 @@ __all__ = [
     "DatabaseUrl",
     "Duration",
     "HttpUrl",
+    "KeyProblem",
     "Listen",
     "Matches",
     "NonEmpty",
@@ -76,7 +79,6 @@ class Section:
         "frozen": True,
         "strict": True,
         "allow_inf_nan": False,
-        "revalidate_instances": "never",
     }
 
     @classmethod
@@ -87,9 +89,17 @@ class Section:
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core: Any, handler: Any) -> Any:
-        from monitor.config_model import section_json_schema
+        from monitor.config_schema import section_json_schema
 
         return section_json_schema(cls, core, handler)
+
+
+class KeyProblem(ValueError):
+    """A problem at `loc`, a key path relative to the mapping being read (`("routes", "info")`)."""
+
+    def __init__(self, loc: tuple[str | int, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.loc, self.reason = loc, reason
 
 
 # --- checks: Annotated metadata that checks a value after its type ------------------------------------------

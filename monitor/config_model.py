@@ -1,11 +1,10 @@
-"""The settings dataclasses as pydantic sees them: how a YAML mapping becomes each of them, and the JSON
-Schema of what users write.
+"""The settings dataclasses as pydantic validates them: how a YAML mapping becomes each of them.
 
-pydantic validates the types and bounds declared in monitor.settings. What YAML adds on top is here,
+pydantic checks the types and bounds declared in monitor.settings. What YAML adds on top is here,
 once for every section: `<key>_file` secrets, `${VAR}` values read as numbers and booleans, keys
-nested in a sub-mapping (`rules.expiry.warn_before`), keys the loader sets itself (`source`), and the
-few rules that span keys (a newapi relay needs `user_id`, routed tags need a target). Problems are
-raised as pydantic errors and put into words by monitor.config_errors.
+nested in a sub-mapping (`rules.expiry.warn_before`), keys the loader sets itself (`source`), and a
+null meaning "not set". The rules that span keys are in monitor.config_checks. Problems become
+pydantic errors, put into words by monitor.config_errors.
 """
 
 from __future__ import annotations
@@ -13,34 +12,29 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
+from pydantic import GetCoreSchemaHandler, TypeAdapter
 from pydantic_core import PydanticCustomError, core_schema
 
-from monitor.config_apprise import config_tags
-from monitor.config_fields import AppriseUrl, Check, Routes, Tag, not_text, resolve, type_name, unknown_key
+from monitor.config_checks import CHECKS, SHORTCUTS
+from monitor.config_fields import Check, KeyProblem, Routes, Tag, not_text, resolve, type_name, unknown_key
 from monitor.secret import Secret
-from monitor.settings import Notify, NotifyTarget, ProviderSettings, Settings
+from monitor.settings import Settings
 
 __all__ = [
+    "Plan",
     "Problem",
     "adapter",
     "check_core_schema",
-    "problem",
+    "plan",
     "routes_core_schema",
     "section_core_schema",
-    "section_json_schema",
 ]
 
-Problem: Final = "config"  # the pydantic error type of problems raised here; ctx: reason, loc below
-
-
-def problem(loc: tuple[str | int, ...], reason: str) -> PydanticCustomError:
-    """A problem at `loc`, relative to the mapping being validated."""
-    return PydanticCustomError(Problem, "{reason}", {"reason": reason, "loc": loc})
+Problem: Final = "config"  # the pydantic error type of a KeyProblem; its ctx holds reason and loc
 
 
 @functools.cache
@@ -52,7 +46,7 @@ def adapter() -> TypeAdapter[Settings]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Plan:
+class Plan:
     """How a section's YAML keys map onto its dataclass fields."""
 
     keys: tuple[str, ...]  # every key the mapping may hold, for "did you mean"
@@ -64,7 +58,7 @@ class _Plan:
 
 
 @functools.cache
-def _plan(cls: type) -> _Plan:
+def plan(cls: type) -> Plan:
     hints = typing.get_type_hints(cls, include_extras=True)
     keys: list[str] = []
     not_keys: set[str] = set()
@@ -83,14 +77,14 @@ def _plan(cls: type) -> _Plan:
             name = yaml[0]
         if name not in keys:
             keys.append(name)
-        if hint is Secret:
+        if hint is Secret:  # a bare Secret: a notify URL (checked by Apprise) takes no file
             secrets[f.name] = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             keys.append(f"{f.name}_file")
         elif hint == dict[str, Secret]:
             secret_maps.append(f.name)
         elif (scalar := _scalar(hint)) is not None:
             scalars[".".join(yaml) if yaml else name] = scalar
-    return _Plan(tuple(keys), frozenset(not_keys), nested, secrets, tuple(secret_maps), scalars)
+    return Plan(tuple(keys), frozenset(not_keys), nested, secrets, tuple(secret_maps), scalars)
 
 
 def _scalar(hint: object, many: bool = False) -> tuple[type, bool] | None:
@@ -112,25 +106,32 @@ def _scalar(hint: object, many: bool = False) -> tuple[type, bool] | None:
 def section_core_schema(cls: type, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
     schema = cast(core_schema.DataclassSchema, handler(source))
     schema["strict"] = False  # a mapping builds the dataclass; the config's strictness is for its values
-    plan = _plan(cls)
+    keys = plan(cls)
     for f in cast(core_schema.DataclassArgsSchema, schema["schema"])["fields"]:
-        if f["name"] in plan.nested:
-            path: list[str | int] = [*plan.nested[f["name"]]]
+        if f["name"] in keys.nested:
+            path: list[str | int] = [*keys.nested[f["name"]]]
             f["validation_alias"] = path
+    shortcut, check = SHORTCUTS.get(cls), CHECKS.get(cls)
 
-    def validate(
+    def read(
         data: Any, inner: core_schema.ValidatorFunctionWrapHandler, info: core_schema.ValidationInfo
     ) -> Any:
-        shortcut = _SHORTCUTS.get(cls)
         if shortcut is not None and not isinstance(data, Mapping):
             return shortcut(data)
         if not isinstance(data, Mapping):
             return inner(data)  # pydantic's "expected a mapping"
-        data = _prepare(plan, _set(data, plan.keys), _base_dir(info))
+        data = _prepare(keys, _set(data, keys.keys), _base_dir(info))
         value = inner(data)
-        _check_secrets(plan, value)
-        check = _CHECKS.get(cls)
+        _check_secrets(keys, value)
         return value if check is None else check(value, data)
+
+    def validate(
+        data: Any, inner: core_schema.ValidatorFunctionWrapHandler, info: core_schema.ValidationInfo
+    ) -> Any:
+        try:
+            return read(data, inner, info)
+        except KeyProblem as e:
+            raise PydanticCustomError(Problem, "{reason}", {"reason": e.reason, "loc": e.loc}) from None
 
     return core_schema.with_info_wrap_validator_function(validate, schema)
 
@@ -170,21 +171,21 @@ def _set(data: Mapping[str, Any], known: typing.Container[str]) -> dict[str, Any
     return {k: v for k, v in data.items() if v is not None or k not in known}
 
 
-def _prepare(plan: _Plan, data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+def _prepare(plan: Plan, data: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
     """The mapping as the dataclass's fields take it."""
     for name in data:
         if name in plan.not_keys:
-            raise problem((name,), unknown_key(name, plan.keys))
+            raise KeyProblem((name,), unknown_key(name, plan.keys))
     for section, inner in _sections(plan).items():
         sub = data.get(section)
         if sub is None:
             continue
         if not isinstance(sub, Mapping):
-            raise problem((section,), f"expected a mapping, got {type_name(sub)}")
+            raise KeyProblem((section,), f"expected a mapping, got {type_name(sub)}")
         data[section] = sub = _set(sub, inner)
         for name in sub:
             if name not in inner:
-                raise problem((section, name), unknown_key(name, inner))
+                raise KeyProblem((section, name), unknown_key(name, inner))
         if not sub:  # nothing set: the keys in it keep their defaults
             del data[section]
     for name, required in plan.secrets.items():
@@ -196,7 +197,7 @@ def _prepare(plan: _Plan, data: dict[str, Any], base_dir: Path | None) -> dict[s
     return data
 
 
-def _sections(plan: _Plan) -> dict[str, list[str]]:
+def _sections(plan: Plan) -> dict[str, list[str]]:
     sections: dict[str, list[str]] = {}
     for section, name in plan.nested.values():
         sections.setdefault(section, []).append(name)
@@ -212,19 +213,19 @@ def _read_secret_file(
         data.pop(file_key, None)
         return
     if name in data:
-        raise problem((*loc, name), f"give either {name} or {file_key}, not both")
+        raise KeyProblem((*loc, name), f"give either {name} or {file_key}, not both")
     path_text = data.pop(file_key)
     if not isinstance(path_text, str):
-        raise problem((*loc, file_key), not_text(path_text))
+        raise KeyProblem((*loc, file_key), not_text(path_text))
     if not path_text.strip():
-        raise problem((*loc, file_key), "must not be empty")
+        raise KeyProblem((*loc, file_key), "must not be empty")
     path = resolve(path_text, base_dir)
     try:
         data[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as e:
-        raise problem((*loc, file_key), f"cannot read {path}: {e.strerror or e}") from None
+        raise KeyProblem((*loc, file_key), f"cannot read {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise problem((*loc, file_key), f"cannot read {path}: not UTF-8 text") from None
+        raise KeyProblem((*loc, file_key), f"cannot read {path}: not UTF-8 text") from None
 
 
 def _secret_map(raw: object, field: str, base_dir: Path | None) -> object:
@@ -232,13 +233,13 @@ def _secret_map(raw: object, field: str, base_dir: Path | None) -> object:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise problem((field,), f"expected a mapping of token name to key, got {type_name(raw)}")
+        raise KeyProblem((field,), f"expected a mapping of token name to key, got {type_name(raw)}")
     data = dict(raw)
     names = dict.fromkeys(k.removesuffix("_file") or k for k in raw)
     for name in names:
         _read_secret_file(data, name, (field,), base_dir, required=True)
         if data.get(name) is None:
-            raise problem((field, name), f"required (or {name}_file)")
+            raise KeyProblem((field, name), f"required (or {name}_file)")
     return {name: data[name] for name in names}
 
 
@@ -279,151 +280,11 @@ def _as_scalar(value: object, kind: type) -> object:
         return value
 
 
-def _check_secrets(plan: _Plan, value: Any) -> None:
+def _check_secrets(plan: Plan, value: Any) -> None:
     for name, required in plan.secrets.items():
         if required and not getattr(value, name):
-            raise problem((name,), "is empty")
+            raise KeyProblem((name,), "is empty")
     for name in plan.secret_maps:
         for token, secret in getattr(value, name).items():
             if not secret:
-                raise problem((name, token), "is empty")
-
-
-# --- the rules that span keys -------------------------------------------------------------------------------
-
-
-def _settings(s: Settings, data: Mapping[str, Any]) -> Settings:
-    if not s.providers:
-        raise problem(("providers",), "at least one provider is required")
-    names: set[str] = set()
-    for i, p in enumerate(s.providers):
-        if p.name in names:
-            raise problem(("providers", i, "name"), f"duplicate provider name '{p.name}'")
-        names.add(p.name)
-    return s
-
-
-def _provider(p: ProviderSettings, data: Mapping[str, Any]) -> ProviderSettings:
-    if p.kind == "newapi" and p.user_id is None:
-        raise problem(("user_id",), "required for kind newapi (the New-Api-User header)")
-    if p.kind == "openai" and not p.project_id:
-        raise problem(("project_id",), "required for kind openai")
-    return p
-
-
-def _notify(n: Notify, data: Mapping[str, Any]) -> Notify:
-    """Targets with an empty URL are none. Every routed tag must reach a target: Apprise's `all` tag
-    matches any target, a target tagged `always` gets everything; otherwise notify() would find no
-    target, which DESIGN makes a config error. With no targets at all, alerts are only logged."""
-    targets = tuple(t for t in n.urls if t.url.reveal().strip())
-    # Tags of the targets in an apprise_config file come from Apprise's own parser. A file that
-    # includes other configs has tags we cannot know here: then the route check is skipped.
-    try:
-        file_tags = [] if n.apprise_config is None else config_tags(n.apprise_config)
-    except ValueError as e:
-        raise problem(("apprise_config",), str(e)) from None
-    tag_sets = [frozenset(t.tags) for t in targets] + (file_tags or [])
-    if file_tags is not None and tag_sets:
-        given = data.get("routes")
-        for severity, tags in n.routes.items():
-            for tag in tags:
-                if tag != "all" and not any(tag in t or "always" in t for t in tag_sets):
-                    set_here = isinstance(given, Mapping) and given.get(severity) is not None
-                    hint = "" if set_here else " (a default route: set it, [] to log only)"
-                    raise problem(("routes", severity), f"tag '{tag}' matches no notify target{hint}")
-    return dataclasses.replace(n, urls=targets)
-
-
-def _bare_url(url: object) -> NotifyTarget:
-    """A `urls` entry that is only a URL: a target without tags."""
-    if not isinstance(url, str):
-        raise problem((), f"expected a mapping, got {type_name(url)}")
-    return NotifyTarget(url=AppriseUrl().check(Secret(str(url)), None))
-
-
-_CHECKS: Final[dict[type, Callable[[Any, Mapping[str, Any]], Any]]] = {
-    Settings: _settings,
-    ProviderSettings: _provider,
-    Notify: _notify,
-}
-_SHORTCUTS: Final[dict[type, Callable[[object], Any]]] = {NotifyTarget: _bare_url}
-
-
-# --- JSON Schema ------------------------------------------------------------------------------------------
-
-
-def section_json_schema(
-    cls: type, core: core_schema.CoreSchema, handler: GetJsonSchemaHandler
-) -> dict[str, Any]:
-    """The section's object schema as YAML has it: nested keys nested, `<key>_file` beside each secret."""
-    reference = handler(core)
-    schema = handler.resolve_ref_schema(reference)
-    plan = _plan(cls)
-    props: dict[str, Any] = schema.get("properties", {})
-    required: list[str] = schema.get("required", [])
-    rules: list[dict[str, Any]] = []
-    out: dict[str, Any] = {}
-    descriptions = {f.name: f.metadata.get("section", "") for f in dataclasses.fields(cast(Any, cls))}
-    for name, prop in props.items():
-        if name in plan.not_keys:
-            continue
-        if name in plan.nested:
-            section, inner = plan.nested[name]
-            sub = out.setdefault(section, {"type": "object", "properties": {}, "additionalProperties": False})
-            if descriptions[name]:
-                sub["description"] = descriptions[name]
-            sub["properties"][inner] = prop
-            continue
-        out[name] = prop
-        if name in plan.secrets:
-            out[f"{name}_file"] = {
-                "type": "string",
-                "description": f"A file holding `{name}` (its trailing newline dropped), instead of `{name}`.",
-            }
-            pair = [{"required": [name]}, {"required": [f"{name}_file"]}]
-            if name in required:
-                required.remove(name)
-                rules.append({"oneOf": pair})
-            else:
-                rules.append({"not": {"allOf": pair}})
-    schema["properties"] = out
-    if required:
-        schema["required"] = required
-    else:
-        schema.pop("required", None)
-    extra = _SCHEMA_EXTRAS.get(cls)
-    if extra is not None:
-        rules.extend(extra(schema))
-    if rules:
-        schema["allOf"] = rules
-    return reference
-
-
-def _settings_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    schema["required"] = ["providers", *schema.get("required", [])]
-    schema["properties"]["providers"]["minItems"] = 1
-    return []
-
-
-def _provider_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"if": {"properties": {"kind": {"const": kind}}}, "then": {"required": [key]}}
-        for kind, key in (("newapi", "user_id"), ("openai", "project_id"))
-    ]
-
-
-def _target_schema(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    target = dict(schema)
-    schema.clear()
-    schema["anyOf"] = [
-        {"type": "string", "description": "A bare Apprise URL: a target without tags."},
-        target,
-    ]
-    return []
-
-
-_SCHEMA_EXTRAS: Final[dict[type, Callable[[dict[str, Any]], list[dict[str, Any]]]]] = {
-    Settings: _settings_schema,
-    ProviderSettings: _provider_schema,
-    NotifyTarget: _target_schema,
-}
+                raise KeyProblem((name, token), "is empty")

@@ -8,16 +8,21 @@ docs/keywatch.schema.json is this schema, committed; docs/config.md is generated
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from typing import Any, Final, cast
 
+from pydantic import GetJsonSchemaHandler
 from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
 
 from monitor.config_fields import DURATION_PATTERN, INTERPOLATED_PATTERN
+from monitor.config_model import adapter, plan
 from monitor.durations import format_duration
+from monitor.settings import NotifyTarget, ProviderSettings, Settings
 
-__all__ = ["branches", "child", "json_schema", "shared_schema"]
+__all__ = ["branches", "child", "json_schema", "section_json_schema", "shared_schema"]
 
 _INTERPOLATED: Final = {
     "type": "string",
@@ -41,8 +46,6 @@ def json_schema() -> dict[str, Any]:
 @functools.cache
 def shared_schema() -> dict[str, Any]:
     """The schema itself, built once, for readers that leave it as it is."""
-    from monitor.config_model import adapter
-
     generated = adapter().json_schema(mode="validation", schema_generator=_Generator)
     defs: dict[str, Any] = generated.pop("$defs", {})
     root: dict[str, Any] = {
@@ -141,3 +144,83 @@ def child(node: dict[str, Any] | None, step: str | int, root: dict[str, Any]) ->
         if isinstance(step, str) and isinstance(b.get("additionalProperties"), dict):
             return b["additionalProperties"]  # type: ignore[no-any-return]
     return None
+
+
+# --- each section's part: the hook of monitor.config_fields.Section -----------------------------------------
+
+
+def section_json_schema(
+    cls: type, core: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+) -> dict[str, Any]:
+    """The section's object schema as YAML has it: nested keys nested, `<key>_file` beside each secret."""
+    reference = handler(core)
+    schema = handler.resolve_ref_schema(reference)
+    keys = plan(cls)
+    required: list[str] = schema.get("required", [])
+    rules: list[dict[str, Any]] = []
+    out: dict[str, Any] = {}
+    sections = {f.name: f.metadata.get("section", "") for f in dataclasses.fields(cast(Any, cls))}
+    for name, prop in schema.get("properties", {}).items():
+        if name in keys.not_keys:
+            continue
+        if name in keys.nested:
+            section, inner = keys.nested[name]
+            sub = out.setdefault(section, {"type": "object", "properties": {}, "additionalProperties": False})
+            if sections[name]:
+                sub["description"] = sections[name]
+            sub["properties"][inner] = prop
+            continue
+        out[name] = prop
+        if name in keys.secrets:
+            out[f"{name}_file"] = {
+                "type": "string",
+                "description": f"A file holding `{name}` (its trailing newline dropped), instead of `{name}`.",
+            }
+            pair = [{"required": [name]}, {"required": [f"{name}_file"]}]
+            if name in required:
+                required.remove(name)
+                rules.append({"oneOf": pair})
+            else:
+                rules.append({"not": {"allOf": pair}})
+    schema["properties"] = out
+    if required:
+        schema["required"] = required
+    else:
+        schema.pop("required", None)
+    extra = _EXTRAS.get(cls)
+    if extra is not None:
+        rules.extend(extra(schema))
+    if rules:
+        schema["allOf"] = rules
+    return reference
+
+
+def _settings(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    schema["required"] = ["providers", *schema.get("required", [])]
+    schema["properties"]["providers"]["minItems"] = 1
+    return []
+
+
+def _provider(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"if": {"properties": {"kind": {"const": kind}}}, "then": {"required": [key]}}
+        for kind, key in (("newapi", "user_id"), ("openai", "project_id"))
+    ]
+
+
+def _target(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    target = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [
+        {"type": "string", "description": "A bare Apprise URL: a target without tags."},
+        target,
+    ]
+    return []
+
+
+# what monitor.config_checks adds to a section, as far as JSON Schema can say it
+_EXTRAS: Final[dict[type, Callable[[dict[str, Any]], list[dict[str, Any]]]]] = {
+    Settings: _settings,
+    ProviderSettings: _provider,
+    NotifyTarget: _target,
+}
