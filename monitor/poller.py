@@ -17,8 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,7 +30,7 @@ from monitor.periodclock import PeriodClock
 from monitor.providers.base import Provider, ProviderError
 from monitor.redact import Redactor
 from monitor.store import PollRun, UsageReader, UsageWriter, store_error_text
-from monitor.tokens import TokenState, with_series_labels
+from monitor.tokens import TokenState, needs_windows, period_starts, with_series_labels, with_windows
 
 __all__ = ["CycleListener", "CycleReport", "Poller"]
 
@@ -155,7 +154,7 @@ class Poller:
         )
         # The database work runs in a thread so /metrics and the API keep answering meanwhile.
         states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors)
-        if self._reader is not None and any(_needs_windows(st) for st in states.values()):
+        if self._reader is not None and any(needs_windows(st) for st in states.values()):
             states = await asyncio.to_thread(self._derive_windows, states, now)
         states = with_series_labels(states)
         self.states = states
@@ -183,17 +182,8 @@ class Poller:
 
     def _derive_windows(self, states: dict[str, TokenState], now: float) -> dict[str, TokenState]:
         assert self._reader is not None
-        local = datetime.fromtimestamp(now, self._tz)
-        day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        sums = self._reader.window_sums(self.provider.name, day.timestamp(), day.replace(day=1).timestamp())
-        out = dict(states)
-        for token_id, st in states.items():
-            if not _needs_windows(st) or st.pk is None:
-                continue
-            day_usd, month_usd = sums.get(st.pk, (0.0, 0.0))
-            if (st.derived_day_usd, st.derived_month_usd) != (day_usd, month_usd):
-                out[token_id] = replace(st, derived_day_usd=day_usd, derived_month_usd=month_usd)
-        return out
+        day, month = period_starts(now, self._tz)
+        return with_windows(states, self._reader.window_sums(self.provider.name, day, month))
 
     def _log_grouped(self, what: str, items: list[tuple[str, str]]) -> None:
         """One line per distinct reason with how many tokens and a few of them: a relay that
@@ -258,10 +248,3 @@ class Poller:
 
 def _store_reason(exc: Exception) -> str:
     return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {store_error_text(exc)}"
-
-
-def _needs_windows(state: TokenState) -> bool:
-    """A token whose relay reports spend but no day or month figure."""
-    return state.usage_known and (
-        state.mark is None or (state.mark.today_usd is None and state.mark.month_usd is None)
-    )

@@ -33,10 +33,12 @@ class Redactor:
 
     def __call__(self, text: str, *, limit: int = DEFAULT_LIMIT) -> str:
         # Mask before cutting, so a secret split by the cut cannot survive in part.
-        head = text[: limit + max((len(s) for s in self._secrets), default=0)]
+        raw = text[: limit + max((len(s) for s in self._secrets), default=0)]
+        head = raw
         for secret in self._secrets:
             if secret in head:
                 head = head.replace(secret, MASK)
-        cut = head[:limit]
-        out = escape_controls(cut)
-        return out + "…" if len(head) > limit or len(text) > len(head) else out
+        out = escape_controls(head[:limit])
+        # Cut when the masked text is over the limit or the text went on past what was read (the
+        # masked text is shorter than what was read, so compare each with its own).
+        return out + "…" if len(head) > limit or len(text) > len(raw) else out

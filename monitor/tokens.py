@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
+from typing import Literal
 
 from monitor.model import Observation, TokenLimits
 from monitor.spend import UsageMark
@@ -81,6 +82,22 @@ class TokenState:
         if self.mark is not None and self.mark.month_usd is not None:
             return self.mark.month_usd
         return self.derived_month_usd
+
+    def spend_in(self, window: Literal["day", "month"], now: float, tz: tzinfo) -> float | None:
+        """Spend in the day or month that `now` falls in (on `tz`'s calendar), for rules that judge
+        the current period. A relay figure shown in an earlier period is that period's spend, not
+        this one's: unknown (None), never carried over — a token whose entry was skipped since
+        midnight must not cross today's budget on yesterday's money."""
+        mark, shown = self.mark, None
+        if mark is not None:
+            shown = mark.today_usd if window == "day" else mark.month_usd
+        if shown is None or mark is None:
+            return self.derived_day_usd if window == "day" else self.derived_month_usd
+        fmt = "%Y-%m-%d" if window == "day" else "%Y-%m"
+        same = datetime.fromtimestamp(mark.observed_at, tz).strftime(fmt) == datetime.fromtimestamp(
+            now, tz
+        ).strftime(fmt)
+        return shown if same else None
 
     @property
     def env(self) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from alerts.model import Finding, Severity
+from monitor.money import usd
 from monitor.policy import PolicyBook
 from monitor.settings import Rules
 from monitor.tokens import TokenState
@@ -36,10 +37,6 @@ def _labels(s: TokenState, **extra: str) -> dict[str, str]:
     return {"provider": s.provider, "token": s.series, **extra}
 
 
-def _money(x: float) -> str:
-    return f"${x:,.2f}"
-
-
 def budget_severity(threshold: float) -> Severity:
     if threshold >= 1.0:
         return "critical"
@@ -60,8 +57,8 @@ def budget_findings(
             continue
         budgets = policies.budgets(s)
         for window, spent, limit in (
-            ("day", s.day_usd, budgets.day),
-            ("month", s.month_usd, budgets.month),
+            ("day", s.spend_in("day", now, tz), budgets.day),
+            ("month", s.spend_in("month", now, tz), budgets.month),
         ):
             if spent is None or not limit or limit <= 0:
                 continue
@@ -76,7 +73,7 @@ def budget_findings(
                     severity=budget_severity(threshold),
                     value=ratio,
                     summary=f"{s.name} has used {ratio * 100:.0f}% of its {window} budget "
-                    f"({_money(spent)} of {_money(limit)}), past the {pct} threshold",
+                    f"({usd(spent)} of {usd(limit)}), past the {pct} threshold",
                     annotations={
                         "budget_usd": f"{limit:g}",
                         "spent_usd": f"{spent:.4f}",
@@ -101,7 +98,7 @@ def forecast_findings(
     if elapsed < DAY:  # one day of data is too little to project a month from
         return
     for s in states:
-        spent = s.month_usd
+        spent = s.spend_in("month", now, tz)
         if spent is None or not is_live(s):
             continue
         limit = policies.budgets(s).month
@@ -118,8 +115,8 @@ def forecast_findings(
             labels=_labels(s, period=local.strftime("%Y-%m")),
             severity="warning",
             value=projected / limit,
-            summary=f"{s.name} is on course to spend {_money(projected)} this month against a budget of "
-            f"{_money(limit)}; at this rate it crosses the budget around {when}",
+            summary=f"{s.name} is on course to spend {usd(projected)} this month against a budget of "
+            f"{usd(limit)}; at this rate it crosses the budget around {when}",
             annotations={"crossing_at": str(int(crossing)), "budget_usd": f"{limit:g}"},
         )
 

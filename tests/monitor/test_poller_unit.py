@@ -192,11 +192,6 @@ async def test_a_relays_error_text_is_stored_and_heard_without_the_admin_token(d
     assert run[4] == report.error and ADMIN_TOKEN not in repr(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect in monitor.redact.Redactor: it appends '…' (text cut) whenever a masked secret was "
-    "longer than the mask, because it compares the masked head's length with the original text's",
-)
 async def test_a_short_error_with_a_masked_secret_is_not_marked_as_cut(db: Engine) -> None:
     rig = Rig(db, ScriptedProvider(answers=[ProviderError("http_4xx", f"token {ADMIN_TOKEN} refused")]))
     report = await rig.poll()

@@ -183,16 +183,13 @@ def test_windows_keywatch_derived_itself_count_when_the_relay_keeps_only_a_lifet
     assert crossed(budgets([lifetime])) == [("day", "0.5", "info"), ("day", "0.8", "warning")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: TokenState.day_usd is the relay's figure from the last poll that showed it, whatever "
-    "day that poll was in; a token with no fresh figure after midnight is judged on yesterday's spend "
-    "and a new day's budget alert fires on it",
-)
 def test_yesterdays_day_figure_is_not_spend_for_today() -> None:
-    yesterday = token(day=12.0, month=12.0, observed_at=NOW - DAY)  # over budget yesterday; not seen since
+    """A relay figure shown in an earlier period is unknown for this one, never carried over."""
+    yesterday = token(day=12.0, month=60.0, observed_at=NOW - DAY)  # over budget yesterday; not seen since
     found = budgets([yesterday])
     assert [f.labels["period"] for f in found if f.labels["window"] == "day"] == []
+    # the month figure was shown this month: still this month's spend (60% of its budget)
+    assert {(f.labels["window"], f.labels["threshold"]) for f in found} == {("month", "0.5")}
 
 
 def test_budget_comes_from_the_relays_limits_where_config_gives_none() -> None:
