@@ -5,7 +5,7 @@
 
 The dashboards are code so that queries, units and layout are reviewed as code; the committed JSON
 is what Grafana provisions, and tests/dashboards checks it is current. Metric names come from
-DESIGN §3.3 and must not be renamed here.
+docs/metrics.md and must not be renamed here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ TOKEN_LINK = (
 GREEN, ORANGE, RED, BLUE, PURPLE = "green", "orange", "red", "blue", "purple"
 SEVERITY_COLOURS = {"info": BLUE, "warning": ORANGE, "critical": RED, "security": PURPLE}
 BUDGET_STEPS = [(None, GREEN), (0.8, ORANGE), (1.0, RED)]  # budget used ratio
-ANOMALY_SENSITIVITY = 4.0  # rules.anomaly.sensitivity default (DESIGN §3.2)
+ANOMALY_SENSITIVITY = 4.0  # rules.anomaly.sensitivity default (docs/config.md)
 
 Json = dict[str, Any]
 

@@ -56,7 +56,7 @@ class Alert:
         return base
 
     def to_api(self) -> dict[str, object]:
-        """The `keywatch alerts --json` / GET /api/v1/alerts shape (DESIGN §3.4)."""
+        """The `keywatch alerts --json` / GET /api/v1/alerts shape (docs/api.md)."""
         since = self.firing_since if self.state == "firing" else self.active_since
         return {
             "rule": self.rule,

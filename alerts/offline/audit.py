@@ -1,4 +1,4 @@
-"""The token hygiene audit (DESIGN §3.6): the product guide's weekly, monthly and quarterly audits
+"""The token hygiene audit: the product guide's weekly, monthly and quarterly audits
 as one report — `keywatch audit [--json]` and the daemon's weekly digest (tag `audit`).
 
 The time-based findings (`unused`, `rotation_due`, `expiring`) use the very predicates and

@@ -1,4 +1,4 @@
-"""keywatch's Prometheus metrics (DESIGN §3.3): names, and the cached text exposition."""
+"""keywatch's Prometheus metrics (docs/metrics.md): names, and the cached text exposition."""
 
 from monitor.metrics.exposition import DURATION_BUCKETS, Exposition, Family, JobHealth, ProviderHealth
 
