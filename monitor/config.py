@@ -1,4 +1,4 @@
-"""Load and validate the YAML config (DESIGN §3.2) into frozen, typed `Settings`.
+"""Load and validate the YAML config (docs/config.md) into frozen, typed `Settings`.
 
 Every problem is one `ConfigError` that names the key path (`providers[0].base_url`) and the reason on
 one line, and never quotes a secret. Validation is complete before anything is returned, so a reload
@@ -86,10 +86,11 @@ def parse_settings(data: object, *, base_dir: Path, env: Mapping[str, str], sour
         raise ConfigError("(root)", "the document nests too deeply") from None
     try:
         settings = adapter().validate_python(data, context={"base_dir": base_dir})
-    except ValidationError as e:
+    except ValidationError as e:  # its inputs may be secrets: raised below, so it is not the __context__
         key, reason = describe(e)
-        raise ConfigError(key, reason) from None
-    return dataclasses.replace(settings, source=source)
+    else:
+        return dataclasses.replace(settings, source=source)
+    raise ConfigError(key, reason)
 
 
 def json_schema() -> dict[str, object]:
@@ -196,20 +197,21 @@ class _Loader(yaml.SafeLoader):
 
 
 def _load_yaml(text: str) -> object:
+    # Each reason is raised outside its `except`: the YAML error (its snippet of the file may show a
+    # secret) must not ride along as the ConfigError's __context__.
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader
     except _DuplicateKey as e:
-        raise ConfigError("(root)", f"duplicate key '{e.key}' at line {e.line}") from None
+        reason = f"duplicate key '{e.key}' at line {e.line}"
     except yaml.MarkedYAMLError as e:  # not str(e): its snippet of the file may show a secret
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            "(root)", f"YAML syntax error{where}: {e.problem or e.context or 'invalid YAML'}"
-        ) from None
+        reason = f"YAML syntax error{where}: {e.problem or e.context or 'invalid YAML'}"
     except yaml.YAMLError as e:
-        raise ConfigError("(root)", f"YAML syntax error: {str(e).splitlines()[0]}") from None
+        reason = f"YAML syntax error: {str(e).splitlines()[0]}"
     except RecursionError:  # PyYAML composes nested nodes recursively
-        raise ConfigError("(root)", "the document nests too deeply") from None
+        reason = "the document nests too deeply"
+    raise ConfigError("(root)", reason)
 
 
 # --- business hours -------------------------------------------------------------------------------------

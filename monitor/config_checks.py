@@ -37,7 +37,8 @@ def _provider(p: ProviderSettings, data: Mapping[str, Any]) -> ProviderSettings:
 def _notify(n: Notify, data: Mapping[str, Any]) -> Notify:
     """Targets with an empty URL are none. Every routed tag must reach a target: Apprise's `all` tag
     matches any target, a target tagged `always` gets everything; otherwise notify() would find no
-    target, which DESIGN makes a config error. With no targets at all, alerts are only logged."""
+    target, and a notification with no target is a config error. With no targets at all, alerts are
+    only logged."""
     targets = tuple(t for t in n.urls if t.url.reveal().strip())
     # Tags of the targets in an apprise_config file come from Apprise's own parser. A file that
     # includes other configs has tags we cannot know here: then the route check is skipped.

@@ -1,4 +1,4 @@
-"""monitor.config: the YAML contract of DESIGN §3.2, its errors, and the example config."""
+"""monitor.config: the YAML contract (docs/config.md), its errors, and the example config."""
 
 from __future__ import annotations
 
@@ -826,6 +826,8 @@ def test_no_secret_when_settings_are_dumped(tmp_path: Path) -> None:
 def test_no_secret_in_errors(tmp_path: Path, text: str) -> None:
     err = error(tmp_path, text)
     assert SECRET not in str(err) and SECRET not in repr(err) and SECRET not in err.key
+    # nor in a chained exception (pydantic's and PyYAML's errors quote their input)
+    assert err.__cause__ is None and err.__context__ is None
 
 
 # --- the example config ------------------------------------------------------------------------------------
