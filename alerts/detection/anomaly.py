@@ -1,6 +1,6 @@
 """spend_anomaly: is a token spending far more than its own pattern says it should, right now?
 
-Baselines are tiered by how much history keywatch has for the token (alerting.md):
+Baselines are tiered by how much history keywatch has for the token:
 - **new** (< 1 day): no pattern of its own; compare with the fleet — the 90th percentile of the
   other tokens' usual active-hour spend — with an absolute floor on the spread
   (`new_token_floor_usd_per_hour`). With no fleet to compare with (a fresh install), it learns.

@@ -1,7 +1,7 @@
 """Prometheus text exposition (format 0.0.4), written directly.
 
 `prometheus_client.generate_latest` spends ~1.65 s on 100,000 series even from a custom
-collector (performance.md); keywatch renders each token's lines once when the token changes
+collector (measured: `make bench`, bench/metrics_scrape.py); keywatch renders each token's lines once when the token changes
 and joins cached strings per scrape-cache refresh, which keeps a 10,000-token render in tens of
 milliseconds. The format is checked against prometheus_client's own parser in the tests and by
 `promtool check metrics` in CI.

@@ -1,4 +1,4 @@
-"""The `laozhang` relay: the token API of the product's token guide (providers.md §1).
+"""The `laozhang` relay: the token API of the product's token guide (docs/relay-adapters.md).
 
 Tokens come from one admin list call. Usage comes from the list entries when the relay puts
 `today_usage`/`month_usage` on them; otherwise from `GET /v1/usage` called with each token's own

@@ -1,4 +1,4 @@
-"""The `newapi` relay: new-api (providers.md §3), one-api's console with these differences:
+"""The `newapi` relay: new-api (docs/relay-adapters.md), one-api's console with these differences:
 
 - every /api call carries `New-Api-User: <user_id>`;
 - pages are `{items, total, page, page_size}` (p from 1, up to 100 a page) on current builds and

@@ -1,4 +1,4 @@
-"""The `oneapi` relay: one-api and consoles built on it (providers.md §2).
+"""The `oneapi` relay: one-api and consoles built on it (docs/relay-adapters.md).
 
 A poll lists every token (`GET /api/token/?p=N`, 10 a page from p=0 until a short page), then
 reads the request log for a closed window (`GET /api/log/self?type=2`, see `logwindow`). Spend

@@ -1,4 +1,4 @@
-"""The `openai` relay: an OpenAI project's API keys through the Admin API (providers.md §4).
+"""The `openai` relay: an OpenAI project's API keys through the Admin API (docs/relay-adapters.md).
 
 A poll lists the project's keys (`.../projects/{project_id}/api_keys`, `after` paging) and reads
 usage for a closed window of 1-minute buckets; each key's spend is the sum of its priced usage

@@ -1,4 +1,4 @@
-"""The `laozhang` flavour: the token API of Laozhang's token guide (reference/providers.md §1).
+"""The `laozhang` flavour: the token API of Laozhang's token guide (docs/relay-adapters.md).
 
     GET    /v1/api-keys        admin bearer -> {"data": [Token, ...]}   (never a key)
     POST   /v1/api-keys        admin bearer -> Token + "key", the only time the key is shown

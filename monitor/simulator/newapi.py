@@ -1,5 +1,5 @@
 # ruff: noqa: RUF001  (the relay's own messages, with Chinese punctuation)
-"""The `newapi` flavour: new-api's console API (reference/providers.md §3), one-api's with:
+"""The `newapi` flavour: new-api's console API (docs/relay-adapters.md), one-api's with:
 
     every /api call needs `New-Api-User: <user id>` (DEFAULT_USER_ID): missing, not numeric or
         not the access token's user -> 401

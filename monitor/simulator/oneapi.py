@@ -1,5 +1,5 @@
 """The `oneapi` flavour: one-api's console API and the relay calls keywatch makes
-(reference/providers.md §2).
+(docs/relay-adapters.md).
 
     GET    /api/token/?p=N                     10 tokens a page, p from 0, newest id first
     POST   /api/token/                         create (answers without data, as one-api does)

@@ -1,4 +1,4 @@
-"""The `openai` flavour: the OpenAI Admin API keywatch reads (reference/providers.md §4).
+"""The `openai` flavour: the OpenAI Admin API keywatch reads (docs/relay-adapters.md).
 
     GET    /v1/organization/projects/{project_id}/api_keys?after=&limit=   creation order,
                {"object": "list", "data", "first_id", "last_id", "has_more"}; limit 1..100 (20)

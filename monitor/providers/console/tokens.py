@@ -1,4 +1,4 @@
-"""One token of a one-api family console, as an Observation (providers.md §2-3).
+"""One token of a one-api family console, as an Observation (docs/relay-adapters.md).
 
 Quota is converted at `quota_per_unit` (500 000 = 1 USD by default). `used_quota` is a lifetime
 counter (`total_usd`) — except for one-api's unlimited tokens, whose `used_quota` one-api never
