@@ -64,7 +64,7 @@ class SpendParams:
     price_spreads: float = 5.0  # ... and this many of the token's own spreads
     price_min_requests: float = 20.0  # fewer requests in the window say nothing about their price
     price_history_hours: int = 14 * DAY
-    price_min_hours: int = 8  # hours with requests needed to know its price (a nightly batch has 1-2 a day)
+    price_min_hours: int = 24  # hours with requests needed to know its price (8 let a sparse token's odd session pass for another model)
     quiet_weeks_min: int = 2  # weeks of history before a weekly profile means anything
     quiet_share: float = 0.1  # a slot is quiet when it never reached this share of the busy level
     quiet_use_share: float = 0.2  # use in a quiet slot counts from this share of the busy level ...
