@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,9 +29,10 @@ from monitor.jobs import (
     Job,
     Schedule,
 )
-from monitor.metrics import Exposition
+from monitor.looplag import LoopLag
+from monitor.metrics import Exposition, ProviderHealth
 from monitor.policy import PolicyBook
-from monitor.poller import Poller
+from monitor.poller import CycleListener, CycleReport, Poller
 from monitor.providers.base import Provider
 from monitor.providers.http import make_client
 from monitor.providers.registry import build_provider
@@ -63,6 +65,8 @@ class Daemon:
         )
         self.exposition.add_source(self.alerts.families)
         self.exposition.set_score_source(self.alerts.scores)
+        self.loop_lag = LoopLag()
+        self.exposition.add_live_source(self.loop_lag.families)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._provider_settings: dict[str, ProviderSettings] = {}
@@ -109,6 +113,7 @@ class Daemon:
         self._rebuild_history()
         self.scheduler.start()
         self.alerts.start()
+        self.loop_lag.start()
         self.schedule.register(self.jobs())
         if sock is not None and app is not None:
             self.server = make_server(app, self.settings.listen)
@@ -143,6 +148,7 @@ class Daemon:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         await self.alerts.stop()
+        await self.loop_lag.stop()
         for client in self._clients.values():
             await client.aclose()
         self.engine.dispose()
@@ -201,10 +207,22 @@ class Daemon:
             deadline=ps.poll_deadline,
             redactor=Redactor([ps.admin_token.reveal(), *(k.reveal() for k in ps.keys.values())]),
         )
-        poller.listeners.append(self.alerts.on_cycle)
+        poller.listeners.append(self._timed_rules(health))
         self.pollers[ps.name] = poller
         self._clients[ps.name] = client
         self._provider_settings[ps.name] = ps
+
+    def _timed_rules(self, health: ProviderHealth) -> CycleListener:
+        """The alert engine as a poll listener, its time per cycle in keywatch_rules_duration_seconds."""
+
+        async def on_cycle(report: CycleReport) -> None:
+            t0 = time.perf_counter()
+            try:
+                await self.alerts.on_cycle(report)
+            finally:
+                health.rules.observe(time.perf_counter() - t0)
+
+        return on_cycle
 
     def _drop_provider(self, name: str) -> httpx.AsyncClient | None:
         """Forget a provider; its client is returned to be closed once its job is unscheduled."""

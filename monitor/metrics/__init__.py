@@ -32,5 +32,7 @@ METRIC_NAMES = frozenset(
         "keywatch_notification_oldest_pending_seconds",
         "keywatch_job_failures_total",
         "keywatch_job_last_success_timestamp_seconds",
+        "keywatch_rules_duration_seconds",
+        "keywatch_event_loop_lag_seconds",
     }
 )

@@ -3,11 +3,14 @@
 Per-token lines are cached against the TokenState object they came from (states are immutable
 and replaced only when something changed), so an idle fleet of 10,000 tokens costs a join, not
 a re-render. Nothing here touches a relay or the database: it reads what the poll cycle hands it.
+
+A few families change between polls on their own (the event loop's lag): those are "live" sources,
+rendered at every scrape and appended to the cached body, so they never force a re-render of it.
 """
 
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +20,7 @@ from monitor.metrics.text import fmt_value, header, labels, sample
 from monitor.policy import PolicyBook
 from monitor.tokens import TokenState
 
-__all__ = ["DURATION_BUCKETS", "Exposition", "Family", "JobHealth", "ProviderHealth"]
+__all__ = ["DURATION_BUCKETS", "Exposition", "Family", "Histogram", "JobHealth", "ProviderHealth"]
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -33,21 +36,32 @@ class Family:
 
 
 @dataclass(slots=True)
+class Histogram:
+    """Cumulative bucket counts over DURATION_BUCKETS, as Prometheus histograms are."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    sum: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+        self.sum += seconds
+        self.count += 1
+
+
+@dataclass(slots=True)
 class ProviderHealth:
     up: bool = False
     last_success: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
-    buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
-    duration_sum: float = 0.0
-    duration_count: int = 0
+    duration: Histogram = field(default_factory=Histogram)  # the poll cycle, fetch to stored
+    rules: Histogram = field(default_factory=Histogram)  # the alert engine's work on one cycle
 
     def observe_duration(self, seconds: float) -> None:
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-        self.duration_sum += seconds
-        self.duration_count += 1
+        self.duration.observe(seconds)
 
 
 @dataclass(slots=True)
@@ -94,8 +108,11 @@ class Exposition:
         self._jobs: dict[str, JobHealth] = {}
         self._scores: ScoreSource = dict
         self._sources: list[FamilySource] = []
+        self._live: list[FamilySource] = []
         self._body: bytes | None = None
-        self._gzipped: bytes | None = None
+        # The cached body deflated up to a sync point, and the compressor that can go on from
+        # there: each scrape finishes a copy of it with the live families (one gzip stream).
+        self._gzipped: tuple[bytes, zlib._Compress] | None = None
         self.store_up = True  # False while the database refuses cycles (disk full, locked)
 
     # --- inputs -------------------------------------------------------------------------
@@ -144,20 +161,35 @@ class Exposition:
     def add_source(self, source: FamilySource) -> None:
         self._sources.append(source)
 
+    def add_live_source(self, source: FamilySource) -> None:
+        """A source read at every scrape (it must be cheap): its families are never cached."""
+        self._live.append(source)
+
     def invalidate(self) -> None:
         self._body = None
         self._gzipped = None
 
     # --- output -------------------------------------------------------------------------
     def render(self) -> bytes:
+        live = self._render_live()
+        return self._cached() + live if live else self._cached()
+
+    def render_gzip(self) -> bytes:
+        if self._gzipped is None:
+            deflate = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
+            head = deflate.compress(self._cached()) + deflate.flush(zlib.Z_SYNC_FLUSH)
+            self._gzipped = (head, deflate)
+        head, deflate = self._gzipped
+        rest = deflate.copy()
+        return head + rest.compress(self._render_live()) + rest.flush()
+
+    def _cached(self) -> bytes:
         if self._body is None:
             self._body = self._render().encode()
         return self._body
 
-    def render_gzip(self) -> bytes:
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.render(), compresslevel=5)
-        return self._gzipped
+    def _render_live(self) -> bytes:
+        return "".join(_family_text(f) for source in self._live for f in source()).encode()
 
     def _render(self) -> str:
         scores = self._scores()
@@ -168,10 +200,7 @@ class Exposition:
             parts.extend(lines[i] for lines in per_token)
         parts.append(self._provider_families())
         parts.append(self._job_families())
-        for source in self._sources:
-            for family in source():
-                parts.append(header(family.name, family.kind, family.help))
-                parts.extend(sample(family.name, labels(lbl), value) for lbl, value in family.samples)
+        parts.extend(_family_text(family) for source in self._sources for family in source())
         parts.append(header("keywatch_build_info", "gauge", "keywatch's version; always 1."))
         parts.append(sample("keywatch_build_info", labels({"version": __version__}), 1))
         return "".join(parts)
@@ -296,25 +325,30 @@ class Exposition:
                     sample("keywatch_poll_retries_total", labels({"provider": n, "reason": reason}), count)
                 )
         out.append(header("keywatch_poll_duration_seconds", "histogram", "How long one poll cycle took."))
-        for n in names:
-            h = self._health[n]
-            for bound, count in zip(DURATION_BUCKETS, h.buckets, strict=True):
-                out.append(
-                    sample(
-                        "keywatch_poll_duration_seconds_bucket",
-                        labels({"provider": n, "le": fmt_value(bound)}),
-                        count,
-                    )
-                )
-            out.append(
-                sample(
-                    "keywatch_poll_duration_seconds_bucket",
-                    labels({"provider": n, "le": "+Inf"}),
-                    h.duration_count,
-                )
+        out += [_histogram("keywatch_poll_duration_seconds", n, self._health[n].duration) for n in names]
+        out.append(
+            header(
+                "keywatch_rules_duration_seconds",
+                "histogram",
+                "How long the alert engine took on one poll cycle (rules, alert states, notification "
+                "and response hand-off), on the event loop.",
             )
-            out.append(sample("keywatch_poll_duration_seconds_sum", labels({"provider": n}), h.duration_sum))
-            out.append(
-                sample("keywatch_poll_duration_seconds_count", labels({"provider": n}), h.duration_count)
-            )
+        )
+        out += [_histogram("keywatch_rules_duration_seconds", n, self._health[n].rules) for n in names]
         return "".join(out)
+
+
+def _histogram(name: str, provider: str, h: Histogram) -> str:
+    out = [
+        sample(f"{name}_bucket", labels({"provider": provider, "le": fmt_value(bound)}), count)
+        for bound, count in zip(DURATION_BUCKETS, h.buckets, strict=True)
+    ]
+    out.append(sample(f"{name}_bucket", labels({"provider": provider, "le": "+Inf"}), h.count))
+    out.append(sample(f"{name}_sum", labels({"provider": provider}), h.sum))
+    out.append(sample(f"{name}_count", labels({"provider": provider}), h.count))
+    return "".join(out)
+
+
+def _family_text(family: Family) -> str:
+    body = "".join(sample(family.name, labels(lbl), value) for lbl, value in family.samples)
+    return header(family.name, family.kind, family.help) + body
