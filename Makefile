@@ -16,7 +16,7 @@ demo: $(STAMP)
 
 # Two workers (this project's reference machine has 2 cores). The slow replays (marked `slow`) run
 # in `make test-all` and in CI (CI=true), where `make test` runs everything.
-PYTEST := $(BIN)/pytest -q -n 2
+PYTEST := $(BIN)/pytest -q -n 2 --dist worksteal
 test: $(STAMP)
 ifeq ($(CI),true)
 	$(PYTEST)

@@ -88,7 +88,7 @@ async def test_a_benign_month_quarantines_nothing() -> None:
 
 
 def test_cli_writes_the_design_output_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    sc = generate(seed=7, clean=3, days=9)
+    sc = generate(seed=7, clean=3, days=4)
     source = tmp_path / "usage.jsonl.gz"
     with gzip.open(source, "wb") as f:
         f.writelines(line + b"\n" for line in as_input(sc.lines))
@@ -106,7 +106,7 @@ def test_cli_writes_the_design_output_format(tmp_path: Path, capsys: pytest.Capt
 def test_spend_signals_replay_what_a_spend_only_relay_reports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sc = generate(seed=7, clean=3, days=9)
+    sc = generate(seed=7, clean=3, days=4)
     source = tmp_path / "usage.jsonl"
     source.write_bytes(b"\n".join(as_input(sc.lines)))
     config = tmp_path / "bt.yaml"
