@@ -57,6 +57,7 @@ KEEP_FINISHED = 7 * 86400.0  # sent/failed/expired outbox rows and resolved aler
 class Pruned:
     outbox: int  # finished notification rows dropped (the counters keep their totals)
     alerts: int  # resolved alerts forgotten
+    log: int = 0  # notification-log entries of groups long quiet
 
 
 class AlertEngine:
@@ -147,10 +148,12 @@ class AlertEngine:
     # --- housekeeping (scheduled by the daemon, monitor.jobs) -----------------------------
     def prune(self, *, keep: float = KEEP_FINISHED) -> Pruned:
         """Drop what no one needs any more: finished outbox rows older than `keep` (pending and
-        sending rows stay, however old) and alerts resolved more than `keep` ago (their resolved
-        notice had its chance; pending and firing alerts stay)."""
+        sending rows stay, however old) alerts resolved more than `keep` ago (their resolved
+        notice had its chance; pending and firing alerts stay), and the notification log of
+        groups quiet for longer than that."""
         now = self.clock.now()
-        return Pruned(self.pipeline.prune(now, keep=keep), self.tracker.prune(before=now - keep))
+        outbox, log = self.pipeline.prune(now, keep=keep)
+        return Pruned(outbox, self.tracker.prune(before=now - keep), log)
 
     def _provider_action(self, name: str) -> str | None:
         return next((p.action for p in self.settings.providers if p.name == name), None)

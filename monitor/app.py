@@ -324,11 +324,13 @@ class Daemon:
 
     async def prune_notifications(self) -> None:
         pruned = self.alerts.prune()
-        if pruned.outbox or pruned.alerts:
+        if pruned.outbox or pruned.alerts or pruned.log:
             log.info(
-                "notifications: removed %d finished outbox rows, forgot %d long-resolved alerts",
+                "notifications: removed %d finished outbox rows, forgot %d long-resolved alerts and "
+                "%d long-quiet groups",
                 pruned.outbox,
                 pruned.alerts,
+                pruned.log,
             )
 
 

@@ -202,6 +202,26 @@ class AlertStore:
                 return None
             return _insert_outbox(conn, item)
 
+    def prune_log(self, before: float) -> list[tuple[str, str]]:
+        """Forget what receivers were last told about groups that went quiet before `before` (the
+        last notice said nothing fires): should they fire again, that is news to tell in any case.
+        Entries of groups still firing stay, however old. Returns the (group, receiver) keys."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(
+                    notification_log.c.group_key, notification_log.c.receiver, notification_log.c.firing
+                ).where(notification_log.c.sent_at < before)
+            ).all()
+            quiet = [(g, r) for g, r, firing in rows if not firing]
+            for i in range(0, len(quiet), 500):
+                chunk = quiet[i : i + 500]
+                conn.execute(
+                    notification_log.delete().where(
+                        sa.tuple_(notification_log.c.group_key, notification_log.c.receiver).in_(chunk)
+                    )
+                )
+            return quiet
+
     # -- outbox --------------------------------------------------------------------------------
 
     def enqueue(self, item: OutboxItem) -> OutboxItem:

@@ -32,3 +32,10 @@ class NotificationLog:
         stored = self._store.record_notification(entry, item)
         self._entries[(entry.group_key, entry.receiver)] = entry
         return stored
+
+    def prune(self, before: float) -> int:
+        """Forget groups that went quiet before `before` (see AlertStore.prune_log), in both places."""
+        gone = self._store.prune_log(before)
+        for key in gone:
+            self._entries.pop(key, None)
+        return len(gone)

@@ -167,7 +167,8 @@ class NotificationPipeline:
         """keywatch_notifications_pending{severity} and keywatch_notification_oldest_pending_seconds."""
         return self.outbox.backlog(self._clock.now() if now is None else now)
 
-    def prune(self, now: float, *, keep: float = 7 * 86400.0) -> int:
+    def prune(self, now: float, *, keep: float = 7 * 86400.0) -> tuple[int, int]:
         """Drop finished (sent, failed, expired) outbox rows older than `keep` seconds (the counters
-        keep their totals)."""
-        return self._store.prune_outbox(now - keep)
+        keep their totals), and forget groups whose last notice, that long ago, said nothing fires.
+        Returns (outbox rows, log entries) dropped."""
+        return self._store.prune_outbox(now - keep), self._log.prune(now - keep)

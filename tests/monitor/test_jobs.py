@@ -17,7 +17,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.lifecycle.records import OutboxItem
+from alerts.lifecycle.records import LogEntry, OutboxItem
 from monitor.app import Daemon
 from monitor.clock import FakeClock
 from monitor.jobs import Every, Job, Run, Schedule
@@ -236,6 +236,14 @@ async def test_the_prune_job_drops_old_finished_notifications_and_keeps_pending_
         tracker = daemon.alerts.tracker
         tracker.evaluate([finding(token="a"), finding(token="b")], now=START)
         tracker.evaluate([finding(token="b")], now=START + 60)  # a resolves, b stays firing
+        told = {  # what receivers were last told: a group quiet for long, one still firing, one quiet lately
+            "quiet": LogEntry("quiet", "r", frozenset(), frozenset({"x"}), START, "resolved"),
+            "firing": LogEntry("firing", "r", frozenset({"y"}), frozenset(), START, "first"),
+            "lately": LogEntry("lately", "r", frozenset(), frozenset({"z"}), START + 7.5 * DAY, "resolved"),
+        }
+        nflog = daemon.alerts.pipeline._log
+        for entry in told.values():
+            nflog.record(entry, None)
 
         clock.set(START + 8 * DAY)
         assert await daemon.schedule.run(job(daemon, "notification_prune"))
@@ -244,6 +252,8 @@ async def test_the_prune_job_drops_old_finished_notifications_and_keeps_pending_
         assert old_sent not in left
         assert store.counts()["sent"] == 2  # the counter keeps what the rows no longer hold
         assert [(a.labels["token"], a.state) for a in tracker.alerts()] == [("b", "firing")]
+        assert sorted(g for g, _ in store.load_log()) == ["firing", "lately"]
+        assert nflog.get("quiet", "r") is None and nflog.get("firing", "r") == told["firing"]
 
 
 async def test_a_failing_job_logs_one_line_counts_and_the_scheduler_keeps_running(
