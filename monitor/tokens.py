@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ _NAMING = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1 << 18)  # bounded; names repeat every poll, rules and views ask often
 def naming_labels(name: str) -> tuple[str, str] | None:
     """(env, project) for names that follow the convention, else None."""
     m = _NAMING.match(name.lower())

@@ -124,7 +124,9 @@ class TokenRowCache:
             score = scores.get((s.provider, s.token_id))
             cached = self._rows.get(id(s))
             if cached is None or cached[0] is not s or cached[1] != score:
-                cached = (s, score, orjson.dumps(token_row(s, policies, score)))
+                # A copy: orjson's bytes keep its 4 KB working buffer, ten times a row's size.
+                row = memoryview(orjson.dumps(token_row(s, policies, score))).tobytes()
+                cached = (s, score, row)
             rows[id(s)] = cached
             parts.append(cached[2])
         self._rows = rows  # states gone from the fleet leave the cache here

@@ -50,6 +50,12 @@ RUN_GAP: Final = 24 * HOUR  # a quiet gap this long ends a run of activity (dorm
 MAX_IDENTS: Final = 2048  # per kind; a swarm of IPs must not grow a token's state without bound
 STATS_HOURS: Final = 7 * 24  # the window of HourStats
 _VERSION: Final = 1
+# The rings of a token that has had no usage yet: shared, read-only (every write site allocates
+# the token's own first), so a quiet token costs ~0.5 KB instead of ~6 KB. Most tokens of a big
+# fleet are quiet at any time; their history is the object and its dicts, not 28 days of zeros.
+_NO_HOURS: Final = array("f", bytes(4 * HISTORY_HOURS))
+_NO_FLAGS: Final = bytearray(HISTORY_HOURS)
+_NO_MINUTES: Final = array("f", bytes(4 * RECENT_MINUTES))
 
 # An identity record: [first_seen, last_seen, requests, cost_usd]. A list, not an object: there
 # are tens of thousands of them and they are updated on every observation.
@@ -126,12 +132,13 @@ class TokenHistory:
         self.models: dict[str, Ident] = {}
         self.ips: dict[str, Ident] = {}
         self.revision = 0  # bumped when a complete hour or a mark changes: invalidates caches
-        self._cost = array("f", bytes(4 * HISTORY_HOURS))
-        self._req = array("f", bytes(4 * HISTORY_HOURS))
-        self._flag = bytearray(HISTORY_HOURS)
+        # Allocated on the first usage (_own_hours, _own_minutes); shared zeros until then.
+        self._cost: array[float] = _NO_HOURS
+        self._req: array[float] = _NO_HOURS
+        self._flag: bytearray = _NO_FLAGS
         self._head = -1  # absolute hour index of the newest bucket
-        self._mcost = array("f", bytes(4 * RECENT_MINUTES))
-        self._mreq = array("f", bytes(4 * RECENT_MINUTES))
+        self._mcost: array[float] = _NO_MINUTES
+        self._mreq: array[float] = _NO_MINUTES
         self._mhead = -1
         self._last_obs: float | None = None
         self._run_first: int | None = None  # the current run of anomalous hours
@@ -165,6 +172,7 @@ class TokenHistory:
         if m > self._mhead:
             self._roll_minutes(m)
         if m > self._mhead - RECENT_MINUTES:
+            self._own_minutes()
             i = m % RECENT_MINUTES
             self._mcost[i] += cost_usd
             self._mreq[i] += requests
@@ -212,11 +220,26 @@ class TokenHistory:
             return  # older than the history we keep
         elif h < self._head:
             self.revision += 1  # a complete hour changed: cached baselines are stale
+        self._own_hours()
         i = h % HISTORY_HOURS
         self._cost[i] += cost
         self._req[i] += requests
 
+    def _own_hours(self) -> None:
+        if self._cost is _NO_HOURS:
+            self._cost = array("f", bytes(4 * HISTORY_HOURS))
+            self._req = array("f", bytes(4 * HISTORY_HOURS))
+            self._flag = bytearray(HISTORY_HOURS)
+
+    def _own_minutes(self) -> None:
+        if self._mcost is _NO_MINUTES:
+            self._mcost = array("f", bytes(4 * RECENT_MINUTES))
+            self._mreq = array("f", bytes(4 * RECENT_MINUTES))
+
     def _roll_hours(self, h: int) -> None:
+        if self._cost is _NO_HOURS:  # nothing to clear: all zeros
+            self._head = h
+            return
         start = max(self._head + 1, h - HISTORY_HOURS + 1)
         for k in range(start, h + 1):
             i = k % HISTORY_HOURS
@@ -226,6 +249,9 @@ class TokenHistory:
         self._head = h
 
     def _roll_minutes(self, m: int) -> None:
+        if self._mcost is _NO_MINUTES:
+            self._mhead = m
+            return
         start = max(self._mhead + 1, m - RECENT_MINUTES + 1)
         for k in range(start, m + 1):
             i = k % RECENT_MINUTES
@@ -280,9 +306,12 @@ class TokenHistory:
             first, value = self._run_first, 0
             self._run_first, self._relearn_until = None, last + relearn
         changed = False
+        if value:
+            self._own_hours()
         for k in range(max(first, self._head - HISTORY_HOURS + 1), last + 1):
             i = k % HISTORY_HOURS
             if self._flag[i] != value:
+                assert self._flag is not _NO_FLAGS  # owned: a 1 was set here before
                 self._flag[i] = value
                 changed = True
         if changed:
