@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from itertools import chain
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
@@ -37,10 +39,11 @@ from alerts.response.quarantine import Responder
 from monitor.clock import Clock
 from monitor.metrics import Family
 from monitor.model import RULES, SEVERITIES, severity_rank
+from monitor.pacing import drain, paced
 from monitor.policy import PolicyBook
 from monitor.poller import CycleReport
 from monitor.providers.base import Provider
-from monitor.settings import Settings
+from monitor.settings import Rules, Settings
 from monitor.store import UsageReader
 from monitor.tokens import TokenState
 
@@ -49,6 +52,10 @@ __all__ = ["AlertEngine", "Pruned"]
 log = logging.getLogger("keywatch.alerts")
 
 HISTORY_DAYS = 28  # what the anomaly baselines look back on
+_STATELESS_CHUNK = 500  # tokens per batch of the stateless rules between turns of the event loop
+# A token's stateless findings as last computed: (state, (hour of its phase, local day), policies,
+# rules, findings).
+_Cached = tuple[TokenState, tuple[int, str], PolicyBook, Rules, tuple[Finding, ...]]
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 KEEP_FINISHED = 7 * 86400.0  # sent/failed/expired outbox rows and resolved alerts are kept a week
 
@@ -96,6 +103,8 @@ class AlertEngine:
         self._reported: dict[tuple[str, str], tuple[float, str]] = {}
         self._stop = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._evaluating = asyncio.Lock()
+        self._stateless: dict[str, dict[str, _Cached]] = {}  # provider -> token id -> findings
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -160,11 +169,18 @@ class AlertEngine:
 
     # --- the per-cycle evaluation -------------------------------------------------------
     async def on_cycle(self, report: CycleReport) -> None:
+        """One evaluation at a time (providers poll independently); the work over every token and
+        every alert runs in slices that give the event loop a turn (monitor.pacing)."""
+        async with self._evaluating:
+            await self._on_cycle(report)
+
+    async def _on_cycle(self, report: CycleReport) -> None:
         provider = report.provider
         now = self.clock.now()
         if report.ok and report.cycle is not None:
             self.detection.observe(provider, report.cycle)
-            findings = list(self.token_findings(provider, report.states.values(), now=now))
+            findings: list[Finding] = []
+            await paced(self._token_evaluation(provider, report.states.values(), now, findings))
             unknown = None
         else:
             down = provider_down_finding(provider, report.failures, report.error_reason, self.settings.rules)
@@ -173,7 +189,7 @@ class AlertEngine:
             unknown = no_data_for_providers({provider})
         if self.responder.settings.auto_revoke and self.responder.paused():
             findings.append(auto_revoke_paused_finding(provider, self.responder.settings.max_per_hour))
-        transitions = self.tracker.evaluate(
+        transitions = await self.tracker.evaluate_paced(
             findings, now=now, evaluated_subjects=[{"provider": provider}], unknown=unknown
         )
         await self.responder.resume()
@@ -272,15 +288,64 @@ class AlertEngine:
                 index.setdefault(s.key_sha256, []).append(s)
         return index
 
-    def token_findings(self, provider: str, states: Iterable[TokenState], *, now: float) -> Iterable[Finding]:
-        tz = self._tz.get(provider, ZoneInfo("UTC"))
-        rules = self.settings.rules
+    def token_findings(self, provider: str, states: Iterable[TokenState], *, now: float) -> list[Finding]:
+        found: list[Finding] = []
+        drain(self._token_evaluation(provider, states, now, found))
+        return found
+
+    def _token_evaluation(
+        self, provider: str, states: Iterable[TokenState], now: float, into: list[Finding]
+    ) -> Iterator[None]:
+        """Every rule on every token of the provider, into `into`; yields between tokens."""
         states = list(states)
-        yield from budget_findings(states, self.policies, rules, now=now, tz=tz)
-        yield from forecast_findings(states, self.policies, rules, now=now, tz=tz)
-        yield from hygiene_findings(states, rules, now=now)
-        yield from self.detection.findings(provider, states, self.policies, rules, now=now)
-        yield from self._report_findings(provider, now)
+        yield from self._stateless_evaluation(provider, states, now, into)
+        yield from self.detection.evaluation(
+            provider, states, self.policies, self.settings.rules, now=now, into=into
+        )
+        into.extend(self._report_findings(provider, now))
+
+    def _stateless_evaluation(
+        self, provider: str, states: list[TokenState], now: float, into: list[Finding]
+    ) -> Iterator[None]:
+        """budget, budget_forecast, token_expiring, token_unused and rotation_due: functions of a
+        token's state, the policies, the rules and the clock. A token whose state object, policies
+        and rules are the ones of last time, in the same local day and the same hour of its own
+        phase, gets last time's Finding objects back: an idle fleet costs an identity check per
+        token, the alert tracker recognises the very same findings cheaply, and the hourly
+        refresh of values (days to expiry, the forecast) is spread over the hour by token, not
+        done for the whole fleet at once. The whole fleet is evaluated again at local midnight
+        (budget periods) and on reload."""
+        tz = self._tz.get(provider, ZoneInfo("UTC"))
+        rules, policies = self.settings.rules, self.policies
+        day = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d")
+        cache = self._stateless.get(provider, {})
+        fresh: dict[str, _Cached] = {}
+        stale: list[tuple[TokenState, tuple[int, str]]] = []
+        for s in states:
+            yield None
+            stamp = (int((now + hash(s.token_id) % 3600) // 3600), day)
+            hit = cache.get(s.token_id)
+            if hit is not None and hit[0] is s and hit[1] == stamp and hit[2] is policies and hit[3] is rules:
+                fresh[s.token_id] = hit
+                into.extend(hit[4])
+            else:
+                stale.append((s, stamp))
+        for i in range(0, len(stale), _STATELESS_CHUNK):
+            yield None
+            chunk = stale[i : i + _STATELESS_CHUNK]
+            batch = [s for s, _ in chunk]
+            by_token: dict[str, list[Finding]] = {}
+            for f in chain(
+                budget_findings(batch, policies, rules, now=now, tz=tz),
+                forecast_findings(batch, policies, rules, now=now, tz=tz),
+                hygiene_findings(batch, rules, now=now),
+            ):
+                by_token.setdefault(f.labels["token"], []).append(f)
+            for s, stamp in chunk:
+                found = tuple(by_token.get(s.series, ()))
+                fresh[s.token_id] = (s, stamp, policies, rules, found)
+                into.extend(found)
+        self._stateless[provider] = fresh  # tokens gone from the fleet leave the cache here
 
     def rebuild_history(self, states: Iterable[TokenState], reader: UsageReader) -> int:
         """At start: the detectors' per-token histories from the stored rollups and request log."""

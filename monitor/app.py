@@ -20,6 +20,7 @@ from alerts.engine import AlertEngine
 from alerts.response import leak_reports
 from monitor.clock import Clock, SystemClock
 from monitor.config import ConfigError
+from monitor.gcpolicy import GcPolicy
 from monitor.jobs import (
     AUDIT_DIGEST_CHECK,
     HOUSEKEEPING_DELAY,
@@ -51,7 +52,9 @@ log = logging.getLogger("keywatch.daemon")
 class Daemon:
     """keywatch run: poll every provider on its interval, keep the history, serve /metrics."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, manage_gc: bool = False) -> None:
+        """`manage_gc`: freeze what survives each cycle (monitor.gcpolicy); for the process that
+        is the daemon (`keywatch run`), not for one that embeds it among other work (tests)."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine: Engine = open_engine(settings.database)
@@ -66,6 +69,7 @@ class Daemon:
         self.exposition.add_source(self.alerts.families)
         self.exposition.set_score_source(self.alerts.scores)
         self.loop_lag = LoopLag()
+        self.gc = GcPolicy(self.clock) if manage_gc else None
         self.exposition.add_live_source(self.loop_lag.families)
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -208,6 +212,7 @@ class Daemon:
             redactor=Redactor([ps.admin_token.reveal(), *(k.reveal() for k in ps.keys.values())]),
         )
         poller.listeners.append(self._timed_rules(health))
+        poller.listeners.append(self._settle)
         self.pollers[ps.name] = poller
         self._clients[ps.name] = client
         self._provider_settings[ps.name] = ps
@@ -223,6 +228,11 @@ class Daemon:
                 health.rules.observe(time.perf_counter() - t0)
 
         return on_cycle
+
+    async def _settle(self, _report: CycleReport) -> None:
+        """After a cycle and its rules: what survived is the fleet's state, not garbage."""
+        if self.gc is not None:
+            self.gc.settle()
 
     def _drop_provider(self, name: str) -> httpx.AsyncClient | None:
         """Forget a provider; its client is returned to be closed once its job is unscheduled."""

@@ -328,7 +328,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load(args)
 
     async def main() -> None:
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, manage_gc=True)
         try:
             await daemon.start()
             await daemon.run_until_stopped()

@@ -17,6 +17,7 @@ from alerts.detection.leak import LeakDetector, leak_finding
 from alerts.detection.series import TokenHistory
 from alerts.model import Finding
 from monitor.ingest import Cycle
+from monitor.pacing import drain
 from monitor.policy import PolicyBook
 from monitor.settings import Rules
 from monitor.tokens import TokenState
@@ -107,6 +108,20 @@ class Detection:
     def findings(
         self, provider: str, states: Iterable[TokenState], policies: PolicyBook, rules: Rules, *, now: float
     ) -> Iterator[Finding]:
+        found: list[Finding] = []
+        drain(self.evaluation(provider, states, policies, rules, now=now, into=found))
+        return iter(found)
+
+    def evaluation(
+        self,
+        provider: str,
+        states: Iterable[TokenState],
+        policies: PolicyBook,
+        rules: Rules,
+        *,
+        now: float,
+        into: list[Finding],
+    ) -> Iterator[None]:
         """Evaluate every live token of the provider; also refreshes its anomaly score.
 
         Quiet tokens (`quiet`) are not evaluated: with nothing in the recent window and no wake-up
@@ -119,6 +134,7 @@ class Detection:
         wake_window = leak.params.wake_window
         active: list[tuple[TokenState, TokenHistory]] = []
         for state, hist in histories:
+            yield None
             if quiet(hist, now, wake_window):
                 key = (provider, state.token_id)
                 if self.scores.get(key) != 0.0:
@@ -132,6 +148,7 @@ class Detection:
                 if (state.env, state.project) in wanted:
                     projects.setdefault((state.env, state.project), []).append(hist)
         for state, hist in active:
+            yield None
             key = (provider, state.token_id)
             siblings = [h for h in projects.get((state.env, state.project), ()) if h is not hist]
             a = anomaly.evaluate(hist, now, rules.anomaly, fleet)
@@ -149,12 +166,12 @@ class Detection:
                 keep_firing_for=rules.anomaly.keep_firing_for,
             )
             if found is not None:
-                yield found
+                into.append(found)
             found = leak_finding(
                 lk, provider=provider, token=state.series, rule=rules.leak, keep_firing_for=KEEP_FIRING_FOR
             )
             if found is not None:
-                yield found
+                into.append(found)
 
     def _fleet(self, provider: str, histories: list[TokenHistory], now: float) -> FleetContext:
         """The fleet's context moves slowly (typical rates, models adopted over days): built once

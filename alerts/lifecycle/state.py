@@ -9,12 +9,14 @@ alerts on subjects the caller could not evaluate (a provider that is down) or di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+import asyncio
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 
 from alerts.lifecycle.records import Alert, Transition
 from alerts.lifecycle.store import AlertStore
 from alerts.model import AlertState, Finding
+from monitor.pacing import drain, paced
 
 __all__ = ["STICKY_ANNOTATIONS", "AlertTracker", "Subjects", "no_data_for_providers", "subject_predicate"]
 
@@ -47,19 +49,43 @@ def no_data_for_providers(
     return lambda labels: labels.get("provider") in down and labels.get("rule") not in exempt
 
 
+@dataclass(slots=True)
+class _Plan:
+    """One evaluation worked out, before anything is written or adopted."""
+
+    now: float
+    changed: list[Alert] = field(default_factory=list)  # written at once
+    moved: list[Alert] = field(default_factory=list)  # only values moved: written in batches
+    forgotten: list[str] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    applied: dict[str, Finding] = field(default_factory=dict)
+    repeated: list[str] = field(default_factory=list)  # firing alerts hit again by the same finding
+    flushed: bool = False  # values that moved and repeats are in `changed`: written with it
+
+
 class AlertTracker:
     def __init__(self, store: AlertStore) -> None:
         self._store = store
         self._alerts: dict[str, Alert] = {a.fingerprint: a for a in store.load_alerts()}
         self._dirty: set[str] = set()  # alerts whose values moved since they were last written
         self._flushed_at = float("-inf")
+        # The finding each alert was last built from. A firing alert hit again by the very same
+        # Finding object (the rules cache findings of unchanged tokens) changes only its hit
+        # count and times: those are kept here, (last hit, hits since), and folded into the
+        # alert when it next changes or is written — 100,000 open hygiene alerts cost a dict
+        # write each per poll, not a new Alert each.
+        self._applied: dict[str, Finding] = {}
+        self._repeats: dict[str, tuple[float, int]] = {}
 
     def alerts(self, states: Iterable[AlertState] | None = None) -> list[Alert]:
+        """The alerts as last built: a firing alert's hit count and last-hit time may lag its
+        repeats (`get` folds them in; the next write does too)."""
         wanted = None if states is None else frozenset(states)
         return [a for a in self._alerts.values() if wanted is None or a.state in wanted]
 
     def get(self, fingerprint: str) -> Alert | None:
-        return self._alerts.get(fingerprint)
+        alert = self._alerts.get(fingerprint)
+        return self._folded(alert) if alert is not None and fingerprint in self._repeats else alert
 
     def evaluate(
         self,
@@ -75,52 +101,136 @@ class AlertTracker:
         alert outside it, or inside `unknown` (no data), keeps its state whether or not a finding
         names it. Everything else: a finding is a hit, no finding is "condition cleared".
         """
+        plan = _Plan(now)
+        drain(self._planning(plan, findings, evaluated_subjects, unknown))
+        # Commit before anyone acts on the transitions (crash safety).
+        self._store.save_alerts(plan.changed, plan.forgotten)
+        return self._adopt(plan)
+
+    async def evaluate_paced(
+        self,
+        findings: Iterable[Finding],
+        *,
+        now: float,
+        evaluated_subjects: Subjects | None = None,
+        unknown: Subjects | None = None,
+    ) -> list[Transition]:
+        """`evaluate` for the daemon: worked out in slices on the event loop, written from a
+        thread; adopted at the end in one step, so readers see the old or the new states, never
+        a mix. The caller runs one evaluation at a time."""
+        plan = _Plan(now)
+        await paced(self._planning(plan, findings, evaluated_subjects, unknown))
+        await asyncio.to_thread(self._store.save_alerts, plan.changed, plan.forgotten)
+        return self._adopt(plan)
+
+    def _planning(
+        self,
+        plan: _Plan,
+        findings: Iterable[Finding],
+        evaluated_subjects: Subjects | None,
+        unknown: Subjects | None,
+    ) -> Iterator[None]:
+        now = plan.now
         covered = subject_predicate(evaluated_subjects, default=True)
         no_data = subject_predicate(unknown, default=False)
-        hits: dict[str, Finding] = {f.fingerprint: f for f in findings}
-
-        changed: list[Alert] = []
-        moved: list[Alert] = []
-        forgotten: list[str] = []
-        transitions: list[Transition] = []
-
-        for fp in sorted(hits.keys() | self._alerts.keys()):
+        hits: dict[str, Finding] = {}
+        for f in findings:
+            hits[f.fingerprint] = f
+            yield None
+        # A snapshot of the keys: between slices the prune job may forget resolved alerts.
+        for fp in _chain_keys(hits, list(self._alerts)):
+            yield None
             old = self._alerts.get(fp)
             finding = hits.get(fp)
+            if old is None and finding is None:
+                continue
+            if (
+                finding is not None
+                and unknown is None
+                and old is not None
+                and old.state == "firing"
+                and self._applied.get(fp) is finding
+            ):
+                plan.repeated.append(fp)
+                continue
+            if old is not None and fp in self._repeats:
+                old = self._folded(old)
             labels = _labels_with_rule(finding.rule, finding.labels) if finding else _labels_of(old)
             if no_data(labels) or (finding is None and not covered(labels)):
                 continue
             new = _step(old, finding, now)
             if new is None:  # a pending alert whose condition cleared: nothing left to remember
                 if old is not None:
-                    forgotten.append(fp)
-                    transitions.append(Transition(replace(old, state="inactive"), old.state, "inactive", now))
+                    plan.forgotten.append(fp)
+                    plan.transitions.append(
+                        Transition(replace(old, state="inactive"), old.state, "inactive", now)
+                    )
                 continue
+            if finding is not None:
+                plan.applied[fp] = finding
             if old is None or _material(new) != _material(old):
-                changed.append(new)
-                self._dirty.discard(fp)
+                plan.changed.append(new)
             elif new != old:
-                moved.append(new)  # only values moved: kept in memory, written in batches
+                plan.moved.append(new)  # only values moved: kept in memory, written in batches
             before: AlertState = old.state if old is not None else "inactive"
             if new.state != before:
-                transitions.append(Transition(new, before, new.state, now))
+                plan.transitions.append(Transition(new, before, new.state, now))
+        plan.transitions.sort(key=lambda t: t.alert.fingerprint)
+        if now - self._flushed_at >= VALUE_FLUSH_INTERVAL and (
+            self._dirty or plan.moved or plan.repeated or self._repeats
+        ):
+            # Values that moved since the last write, repeats folded in, go out with this batch.
+            written = {a.fingerprint for a in plan.changed}
+            forgotten = set(plan.forgotten)
+            latest = {a.fingerprint: a for a in plan.moved}
+            for fp in plan.repeated:
+                if fp not in latest:
+                    latest[fp] = self._folded(self._alerts[fp], extra=(now, 1))
+            for fp in list(self._repeats):
+                if fp not in latest and fp not in written and fp not in forgotten and fp in self._alerts:
+                    latest[fp] = self._folded(self._alerts[fp])
+            for fp in self._dirty:
+                if fp not in latest and fp not in written and fp not in forgotten and fp in self._alerts:
+                    latest[fp] = self._alerts[fp]
+            plan.changed += [a for fp, a in latest.items() if fp not in written and fp not in forgotten]
+            plan.moved = []
+            plan.repeated = []
+            plan.flushed = True
 
-        self._dirty.update(a.fingerprint for a in moved)
-        self._dirty.difference_update(forgotten)
-        if self._dirty and now - self._flushed_at >= VALUE_FLUSH_INTERVAL:
-            latest = {a.fingerprint: a for a in moved}
-            changed += [
-                latest.get(fp) or self._alerts[fp] for fp in self._dirty if fp in latest or fp in self._alerts
-            ]
-            self._dirty.clear()
+    def _adopt(self, plan: _Plan) -> list[Transition]:
+        """Take a written plan: the one step where the tracker's alerts change."""
+        now = plan.now
+        if plan.flushed:
             self._flushed_at = now
-        # Commit before anyone acts on the transitions (crash safety).
-        self._store.save_alerts(changed, forgotten)
-        self._alerts.update((a.fingerprint, a) for a in moved)
-        for fp in forgotten:
-            del self._alerts[fp]
-        self._alerts.update((a.fingerprint, a) for a in changed)
-        return transitions
+            self._dirty.clear()
+            self._repeats.clear()
+        for a in plan.changed:
+            self._dirty.discard(a.fingerprint)
+            self._repeats.pop(a.fingerprint, None)
+        for a in plan.moved:
+            self._dirty.add(a.fingerprint)
+            self._repeats.pop(a.fingerprint, None)
+        for fp in plan.repeated:
+            _, n = self._repeats.get(fp, (now, 0))
+            self._repeats[fp] = (now, n + 1)
+        for fp in plan.forgotten:
+            self._dirty.discard(fp)
+            self._repeats.pop(fp, None)
+            self._applied.pop(fp, None)
+            self._alerts.pop(fp, None)
+        self._applied.update(plan.applied)
+        self._alerts.update((a.fingerprint, a) for a in plan.moved)
+        self._alerts.update((a.fingerprint, a) for a in plan.changed)
+        return plan.transitions
+
+    def _folded(self, alert: Alert, extra: tuple[float, int] | None = None) -> Alert:
+        """The alert with its repeated hits counted in (see `_repeats`)."""
+        at, n = self._repeats.get(alert.fingerprint, (alert.last_hit_at, 0))
+        if extra is not None:
+            at, n = extra[0], n + extra[1]
+        if n == 0:
+            return alert
+        return replace(alert, last_eval=at, last_hit_at=at, consecutive_hits=alert.consecutive_hits + n)
 
     def annotate(self, fingerprint: str, annotations: Mapping[str, str]) -> Alert | None:
         """Attach what a responder did to an open alert (e.g. {"response": "quarantined",
@@ -140,6 +250,14 @@ class AlertTracker:
         for fp in gone:
             self._alerts.pop(fp, None)
         return len(gone)
+
+
+def _chain_keys(first: Mapping[str, object], second: Iterable[str]) -> Iterator[str]:
+    """The keys of both, each once, without building their union."""
+    yield from first
+    for key in second:
+        if key not in first:
+            yield key
 
 
 def _material(a: Alert) -> tuple[object, ...]:

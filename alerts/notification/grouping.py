@@ -118,11 +118,25 @@ class Dispatcher:
     def __init__(self, settings: Notify) -> None:
         self.settings = settings
         self._timers: dict[tuple[str, str], _Timer] = {}
+        # Every open alert is addressed after every poll: the answer is kept per alert and
+        # severity (its labels never change; the settings come with a new Dispatcher).
+        self._addresses: dict[str, tuple[str, tuple[str, str, tuple[str, ...]]]] = {}
 
     def address(self, alert: Alert) -> tuple[str, str, tuple[str, ...]]:
         """(receiver, group key, tags) for an alert."""
+        known = self._addresses.get(alert.fingerprint)
+        if known is not None and known[0] == alert.severity:
+            return known[1]
         tags = receiver_tags(alert.severity, self.settings)
-        return ",".join(tags), group_key(alert.match_labels(), self.settings.group_by), tags
+        found = ",".join(tags), group_key(alert.match_labels(), self.settings.group_by), tags
+        self._addresses[alert.fingerprint] = (alert.severity, found)
+        return found
+
+    def trim_addresses(self, live: AbstractSet[str] | Mapping[str, object]) -> None:
+        """Drop the addresses of forgotten alerts once they are most of what is kept (amortised:
+        not a scan per poll)."""
+        if len(self._addresses) > 2 * len(live) + 64:
+            self._addresses = {fp: a for fp, a in self._addresses.items() if fp in live}
 
     def observe(self, alert: Alert, now: float) -> None:
         receiver, key, tags = self.address(alert)

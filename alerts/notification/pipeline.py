@@ -110,11 +110,13 @@ class NotificationPipeline:
             suppressed = sum(1 for t in transitions if t.alert.fingerprint in muted and self._would_notify(t))
             self._store.bump("suppressed", suppressed)
         for alert in self._alerts.values():
-            receiver, key, _ = self.dispatcher.address(alert)
-            if alert.state == "firing" or (
-                alert.state == "resolved" and self._log.told_firing(key, receiver, alert.fingerprint)
-            ):
+            if alert.state == "firing":
                 self.dispatcher.observe(alert, now)
+            elif alert.state == "resolved":
+                receiver, key, _ = self.dispatcher.address(alert)
+                if self._log.told_firing(key, receiver, alert.fingerprint):
+                    self.dispatcher.observe(alert, now)
+        self.dispatcher.trim_addresses(self._alerts)
         return suppressed
 
     def _would_notify(self, t: Transition) -> bool:

@@ -16,7 +16,16 @@ from typing import Any
 from monitor.model import Observation, PollResult, RevokeOutcome, Skip, TokenLimits, TokenStatus
 from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, decode_json
-from monitor.providers.parse import Malformed, opt_int, opt_money, opt_time, req_str, skip_entry, str_list
+from monitor.providers.parse import (
+    Malformed,
+    entry_print,
+    opt_int,
+    opt_money,
+    opt_time,
+    req_str,
+    skip_entry,
+    str_list,
+)
 from monitor.providers.relaytime import relay_now
 from monitor.secret import Secret, key_sha256
 from monitor.settings import ProviderSettings
@@ -45,7 +54,7 @@ class LaozhangProvider:
         self._keys: dict[str, Secret] = dict(settings.keys)
         self._hashes = {name: key_sha256(key.reveal()) for name, key in self._keys.items() if key}
         self._ids_to_names: dict[str, str] = {}
-        self._previous: dict[str, tuple[object, Observation]] = {}
+        self._previous: dict[str, tuple[bytes, Observation]] = {}  # id -> (entry_print, parsed)
 
     async def poll(self) -> PollResult:
         response = await self._http.request("GET", "/v1/api-keys", credential=self._settings.admin_token)
@@ -62,25 +71,25 @@ class LaozhangProvider:
         skipped: list[Skip] = []
         unaccounted = 0  # entries that do not even say which token they are
         need_usage: list[Observation] = []
-        seen: dict[str, tuple[object, Observation]] = {}
+        seen: dict[str, tuple[bytes, Observation]] = {}
         for entry in entries:
             try:
                 key = entry.get("id") if isinstance(entry, dict) else None
                 previous = self._previous.get(key) if isinstance(key, str) else None
+                printed = entry_print(entry)
                 # An entry equal to last cycle's parses to the same Observation: reuse the object,
-                # which also tells ingest that nothing changed (idle fleets cost a dict compare).
-                if previous is None:
-                    obs = parse_token(entry, self._hashes)
-                elif previous[0] == entry:
+                # which also tells ingest that nothing changed (idle fleets cost a compare).
+                if previous is not None and printed is not None and previous[0] == printed:
                     obs = previous[1]
                 else:
-                    obs = _reparse(previous, entry, self._hashes)
+                    obs = parse_token(entry, self._hashes)
             except Malformed as exc:
                 skipped.append(skip_entry(entry, exc))
                 unaccounted += skipped[-1].token_id is None
                 continue
             self._ids_to_names[obs.token_id] = obs.name
-            seen[obs.token_id] = (entry, obs)
+            if printed is not None:
+                seen[obs.token_id] = (printed, obs)
             # A revoked or expired token's key is refused and its usage can no longer move.
             if (
                 obs.month_usd is None
@@ -184,28 +193,6 @@ def parse_token(entry: Any, hashes: Mapping[str, str]) -> Observation:
 
 
 _LIVE = ("active", "unused")
-_MOVING = frozenset(("today_usage", "month_usage", "today_requests", "last_used_at", "status"))
-
-
-def _reparse(previous: tuple[Any, Observation], entry: Any, hashes: Mapping[str, str]) -> Observation:
-    """Most changes between polls are usage figures: when only those moved, re-read only them."""
-    old_entry, old = previous
-    if not isinstance(old_entry, dict) or entry.keys() != old_entry.keys():
-        return parse_token(entry, hashes)
-    for k, v in entry.items():
-        if k not in _MOVING and v != old_entry[k]:
-            return parse_token(entry, hashes)
-    status = _STATUSES.get(str(entry.get("status", "")).lower())
-    if status is None:
-        raise Malformed(f"unknown status {str(entry.get('status'))[:20]!r}")
-    return replace(
-        old,
-        status=status,
-        last_used_at=opt_time(entry, "last_used_at"),
-        today_usd=opt_money(entry, "today_usage"),
-        month_usd=opt_money(entry, "month_usage"),
-        today_requests=opt_int(entry, "today_requests"),
-    )
 
 
 def _limits(raw: Any) -> TokenLimits:

@@ -28,7 +28,7 @@ from monitor.providers.console.paging import Walk, walk_pages
 from monitor.providers.console.tokens import Dialect, parse_console_token
 from monitor.providers.http import RelayHTTP, RelayResponse
 from monitor.providers.logwindow import LogWindow
-from monitor.providers.parse import Malformed, skip_entry
+from monitor.providers.parse import Malformed, entry_print, skip_entry
 from monitor.providers.relaytime import relay_now
 from monitor.secret import Secret
 from monitor.settings import ProviderSettings
@@ -81,7 +81,7 @@ class OneAPIProvider:
         self._now = now
         self._ids_by_name: dict[str, str] = {}  # current and earlier names: logs name tokens by name
         self._overlap_ids: set[str] = set()  # request ids stored last cycle that the next window re-reads
-        self._seen: dict[str, tuple[dict[str, Any] | None, Observation]] = {}  # last cycle's entries
+        self._seen: dict[str, tuple[bytes | None, Observation]] = {}  # last cycle's entry_print
         self._previous: set[str] = set()  # token ids of the last complete list
 
     def _user_id(self, settings: ProviderSettings) -> int | None:
@@ -140,9 +140,14 @@ class OneAPIProvider:
             digest = revealed.get(token_id) or self._keys.hash_for(token_id, listed_key)
             # An entry as it was last cycle (its key aside: never kept) parses to the same
             # Observation; reusing the object also tells ingest that nothing changed.
-            fields = {k: v for k, v in entry.items() if k != "key"} if isinstance(entry, dict) else None
+            fields = entry_print(entry, without="key")
             before = previous.get(token_id)
-            if before is not None and before[0] == fields and before[1].key_sha256 == digest:
+            if (
+                before is not None
+                and fields is not None
+                and before[0] == fields
+                and before[1].key_sha256 == digest
+            ):
                 obs = before[1]
             else:
                 try:

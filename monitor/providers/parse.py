@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from monitor.model import Skip
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "Malformed",
     "check_count",
     "check_money",
+    "entry_print",
     "epoch_seconds",
     "opt_float",
     "opt_int",
@@ -156,3 +159,18 @@ def str_list(entry: Mapping[str, Any], key: str) -> tuple[str, ...]:
     if len(value) > MAX_LIST or any(len(v) > MAX_TEXT for v in value):
         raise Malformed(f"'{key}' is longer than {MAX_LIST} entries of {MAX_TEXT} characters", "absurd_value")
     return tuple(value)
+
+
+def entry_print(entry: Any, *, without: str | None = None) -> bytes | None:
+    """A list entry's exact bytes (less one secret field), kept to tell next cycle whether the
+    entry changed: an unchanged entry reuses its Observation, and ingest skips it. A compact copy
+    (orjson's own bytes keep a 4 KB buffer): ~0.3 KB a token where the parsed dict was ~2 KB.
+    None for what cannot be printed (then the entry is parsed every time)."""
+    if not isinstance(entry, dict):
+        return None
+    if without is not None and without in entry:
+        entry = {k: v for k, v in entry.items() if k != without}
+    try:
+        return memoryview(orjson.dumps(entry)).tobytes()
+    except orjson.JSONEncodeError:
+        return None
