@@ -63,6 +63,7 @@ class Daemon:
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self.exposition = Exposition(self.policies)
         self._token_rows = TokenRowCache()
+        self._rows_building = asyncio.Lock()
         self.alerts = AlertEngine(
             settings, self.engine, clock=self.clock, providers=self._provider, known_states=self._all_states
         )
@@ -106,7 +107,7 @@ class Daemon:
             app = build_app(
                 exposition=self.exposition,
                 readiness=self.readiness,
-                tokens=self.token_rows,
+                tokens=self.token_rows_async,
                 listen=self.settings.listen,
                 api_token=lambda: self.settings.api_token,
                 extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
@@ -317,6 +318,19 @@ class Daemon:
     def token_rows(self) -> bytes:
         """GET /api/v1/tokens: built again only when a state, the policies or a score changed."""
         return self._token_rows.body(self._all_states(), self.policies, self.alerts.scores())
+
+    async def token_rows_async(self) -> bytes:
+        """token_rows for the HTTP API: the inputs read on the event loop, a rebuild (after a
+        poll; 0.4 s at 100,000 tokens) in a worker thread, one at a time."""
+        states, policies, scores = self._all_states(), self.policies, dict(self.alerts.scores())
+        ready = self._token_rows.ready(states, policies, scores)
+        if ready is not None:
+            return ready
+        async with self._rows_building:
+            ready = self._token_rows.ready(states, policies, scores)
+            if ready is not None:
+                return ready
+            return await asyncio.to_thread(self._token_rows.build, states, policies, scores)
 
     async def audit_digest(self) -> None:
         """Checked hourly; the digest itself goes out once a week (its schedule is in the database)."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import inspect
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -219,7 +220,7 @@ def build_app(
     *,
     exposition: Exposition,
     readiness: Callable[[], dict[str, bool]],
-    tokens: Callable[[], list[dict[str, Any]] | bytes],
+    tokens: Callable[[], list[dict[str, Any]] | bytes | Awaitable[bytes]],
     api_token: Callable[[], Secret],
     listen: str | None = None,
     extra_routes: Sequence[BaseRoute] = (),
@@ -233,9 +234,9 @@ def build_app(
 
     async def metrics(request: Request) -> Response:
         if "gzip" in request.headers.get("accept-encoding", ""):
-            body = exposition.render_gzip()
+            body = await exposition.scrape(gzip=True)
             return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Content-Encoding": "gzip"})
-        return Response(exposition.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(await exposition.scrape(gzip=False), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -249,6 +250,8 @@ def build_app(
 
     async def list_tokens(_: Request) -> Response:
         rows = tokens()
+        if inspect.isawaitable(rows):
+            rows = await rows
         if isinstance(rows, bytes):
             return Response(rows, media_type=JSONResponse.media_type)
         return JSONResponse(rows)

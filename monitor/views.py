@@ -95,27 +95,41 @@ class TokenRowCache:
 
     def __init__(self) -> None:
         self._rows: dict[int, tuple[TokenState, float | None, bytes]] = {}  # id(state) -> its row
-        self._states: list[TokenState] = []
-        self._policies: PolicyBook | None = None
-        self._scores: dict[tuple[str, str], float] = {}
-        self._body: bytes | None = None
+        # (body, the states, policies and scores it was built from)
+        self._built: tuple[bytes, list[TokenState], PolicyBook, dict[tuple[str, str], float]] | None = None
 
     def body(self, states: Iterable[TokenState], policies: PolicyBook, scores: Scores | None = None) -> bytes:
         current = list(states)
         wanted = dict(scores or {})  # a copy: the detector updates its mapping in place
+        return self.ready(current, policies, wanted) or self.build(current, policies, wanted)
+
+    def ready(
+        self, current: list[TokenState], policies: PolicyBook, wanted: dict[tuple[str, str], float]
+    ) -> bytes | None:
+        """The body built before, if it is still the answer (an identity scan); else None."""
+        built = self._built  # one attribute, replaced whole: a build in a thread is seen all or nothing
+        if built is None:
+            return None
+        body, states, built_policies, scores = built
         if (
-            self._body is not None
-            and policies is self._policies
-            and wanted == self._scores
-            and len(current) == len(self._states)
-            and all(map(operator.is_, current, self._states))
+            policies is built_policies
+            and wanted == scores
+            and len(current) == len(states)
+            and all(map(operator.is_, current, states))
         ):
-            return self._body
-        if policies is not self._policies:
+            return body
+        return None
+
+    def build(
+        self, current: list[TokenState], policies: PolicyBook, wanted: dict[tuple[str, str], float]
+    ) -> bytes:
+        """Build the body again from these inputs (safe in a worker thread, one build at a time:
+        only builds touch the row cache)."""
+        if self._built is not None and policies is not self._built[2]:
             self._rows.clear()
-        self._body = self._render(current, policies, wanted)
-        self._states, self._policies, self._scores = current, policies, wanted
-        return self._body
+        body = self._render(current, policies, wanted)
+        self._built = (body, current, policies, wanted)
+        return body
 
     def _render(self, states: list[TokenState], policies: PolicyBook, scores: Scores) -> bytes:
         rows: dict[int, tuple[TokenState, float | None, bytes]] = {}

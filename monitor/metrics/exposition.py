@@ -10,6 +10,7 @@ rendered at every scrape and appended to the cached body, so they never force a 
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,17 @@ ScoreSource = Callable[[], Mapping[TokenKey, float]]
 FamilySource = Callable[[], Iterable[Family]]
 
 
+_LineCache = dict["TokenKey", tuple[TokenState, float | None, tuple[str, ...]]]
+# (tokens, scores, the other families' text, the policies and the line cache that go with them)
+_Inputs = tuple[list[tuple["TokenKey", TokenState]], dict["TokenKey", float], str, PolicyBook, _LineCache]
+
+
+def _deflated(body: bytes) -> tuple[bytes, zlib._Compress]:
+    """The body deflated up to a sync point, and the compressor that can go on from there."""
+    deflate = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
+    return deflate.compress(body) + deflate.flush(zlib.Z_SYNC_FLUSH), deflate
+
+
 class Exposition:
     def __init__(self, policies: PolicyBook) -> None:
         self._policies = policies
@@ -113,12 +125,14 @@ class Exposition:
         # The cached body deflated up to a sync point, and the compressor that can go on from
         # there: each scrape finishes a copy of it with the live families (one gzip stream).
         self._gzipped: tuple[bytes, zlib._Compress] | None = None
+        self._version = 0  # bumped by invalidate(): a body built from older inputs is not cached
+        self._building = asyncio.Lock()  # concurrent scrapes after a poll wait for one build
         self.store_up = True  # False while the database refuses cycles (disk full, locked)
 
     # --- inputs -------------------------------------------------------------------------
     def set_policies(self, policies: PolicyBook) -> None:
         self._policies = policies
-        self._lines.clear()
+        self._lines = {}  # a new cache: a build in flight fills the old one, with the old policies
         self.invalidate()
 
     def set_tokens(self, provider: str, states: Mapping[str, TokenState]) -> None:
@@ -168,6 +182,7 @@ class Exposition:
     def invalidate(self) -> None:
         self._body = None
         self._gzipped = None
+        self._version += 1
 
     # --- output -------------------------------------------------------------------------
     def render(self) -> bytes:
@@ -176,91 +191,67 @@ class Exposition:
 
     def render_gzip(self) -> bytes:
         if self._gzipped is None:
-            deflate = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: a gzip wrapper
-            head = deflate.compress(self._cached()) + deflate.flush(zlib.Z_SYNC_FLUSH)
-            self._gzipped = (head, deflate)
-        head, deflate = self._gzipped
+            self._gzipped = _deflated(self._cached())
+        return self._finish_gzip(self._gzipped)
+
+    async def scrape(self, *, gzip: bool) -> bytes:
+        """What /metrics serves. After a poll the body is built again, and at 100,000 tokens that
+        is ~100 MB of text and its gzip: the inputs are read on the event loop (cheap), the text
+        is assembled and compressed in a worker thread (zlib lets go of the GIL), and scrapes that
+        arrive meanwhile wait for the same build instead of starting their own."""
+        built = self._gzipped if gzip else self._body
+        if built is None:
+            async with self._building:
+                if self._body is None or self._gzipped is None:
+                    version, inputs = self._version, self._inputs()
+                    body, deflated = await asyncio.to_thread(self._build, inputs)
+                    if version == self._version:  # no poll landed meanwhile
+                        self._body, self._gzipped = body, deflated
+                else:
+                    body, deflated = self._body, self._gzipped
+            if gzip:
+                return self._finish_gzip(deflated)
+            live = self._render_live()
+            return body + live if live else body
+        return self.render_gzip() if gzip else self.render()
+
+    def _finish_gzip(self, deflated: tuple[bytes, zlib._Compress]) -> bytes:
+        head, deflate = deflated
         rest = deflate.copy()
         return head + rest.compress(self._render_live()) + rest.flush()
 
     def _cached(self) -> bytes:
         if self._body is None:
-            self._body = self._render().encode()
+            self._body = self._assemble(self._inputs()).encode()
         return self._body
+
+    def _build(self, inputs: _Inputs) -> tuple[bytes, tuple[bytes, zlib._Compress]]:
+        body = self._assemble(inputs).encode()
+        return body, _deflated(body)
 
     def _render_live(self) -> bytes:
         return "".join(_family_text(f) for source in self._live for f in source()).encode()
 
-    def _render(self) -> str:
-        scores = self._scores()
-        per_token = [self._token_lines(key, state, scores.get(key)) for key, state in self._tokens.items()]
+    def _inputs(self) -> _Inputs:
+        """Everything the body is made of, read now (on the event loop): the token states as a
+        list, the scores as a copy, the other families as text."""
+        tail = [self._provider_families(), self._job_families()]
+        tail.extend(_family_text(family) for source in self._sources for family in source())
+        tail.append(header("keywatch_build_info", "gauge", "keywatch's version; always 1."))
+        tail.append(sample("keywatch_build_info", labels({"version": __version__}), 1))
+        return list(self._tokens.items()), dict(self._scores()), "".join(tail), self._policies, self._lines
+
+    def _assemble(self, inputs: _Inputs) -> str:
+        """The exposition text from `_inputs()`; safe in a worker thread (it touches only the
+        per-token line cache, which nothing else iterates)."""
+        tokens, scores, tail, policies, cache = inputs
+        per_token = [_token_lines(cache, policies, key, state, scores.get(key)) for key, state in tokens]
         parts: list[str] = []
         for i, (name, kind, help_text) in enumerate(_TOKEN_FAMILIES):
             parts.append(header(name, kind, help_text))
             parts.extend(lines[i] for lines in per_token)
-        parts.append(self._provider_families())
-        parts.append(self._job_families())
-        parts.extend(_family_text(family) for source in self._sources for family in source())
-        parts.append(header("keywatch_build_info", "gauge", "keywatch's version; always 1."))
-        parts.append(sample("keywatch_build_info", labels({"version": __version__}), 1))
+        parts.append(tail)
         return "".join(parts)
-
-    def _token_lines(self, key: TokenKey, state: TokenState, score: float | None) -> tuple[str, ...]:
-        cached = self._lines.get(key)
-        if cached is not None and cached[0] is state and cached[1] == score:
-            return cached[2]
-        lines = self._render_token(state, score)
-        self._lines[key] = (state, score, lines)
-        return lines
-
-    def _render_token(self, s: TokenState, score: float | None) -> tuple[str, ...]:
-        base = f'provider="{_esc(s.provider)}",token="{_esc(s.series)}"'
-        lb = "{" + base + "}"
-        spend_total = requests_total = windows = budgets = ratios = last_used = expiry = anomaly = ""
-        corrections = ""
-        budget = self._policies.budgets(s)
-        mark = s.mark
-        if s.usage_known:
-            spend_total = f"keywatch_token_spend_usd_total{lb} {fmt_value(s.spend_total_usd)}\n"
-            corrections = (
-                f"keywatch_token_spend_corrections_usd_total{lb} {fmt_value(s.corrections_usd_total)}\n"
-            )
-            if mark is not None and mark.today_requests is not None:
-                requests_total = f"keywatch_token_requests_total{lb} {s.requests_total}\n"
-        for window, spent, limit in (
-            ("day", s.day_usd, budget.day),
-            ("month", s.month_usd, budget.month),
-        ):
-            wl = "{" + base + f',window="{window}"' + "}"
-            if spent is not None:
-                windows += f"keywatch_token_spend_usd{wl} {fmt_value(spent)}\n"
-            if limit is not None:
-                budgets += f"keywatch_token_budget_usd{wl} {fmt_value(limit)}\n"
-                if spent is not None and limit > 0:
-                    ratios += f"keywatch_token_budget_used_ratio{wl} {fmt_value(spent / limit)}\n"
-        info_labels = (
-            f'{{{base},token_id="{_esc(s.token_id)}",status="{s.status}",'
-            f'env="{_esc(s.env)}",project="{_esc(s.project)}"}}'
-        )
-        info = f"keywatch_token_info{info_labels} 1\n"
-        if s.last_used_at is not None:
-            last_used = f"keywatch_token_last_used_timestamp_seconds{lb} {fmt_value(s.last_used_at)}\n"
-        if s.expires_at is not None:
-            expiry = f"keywatch_token_expiry_timestamp_seconds{lb} {fmt_value(s.expires_at)}\n"
-        if score is not None:
-            anomaly = f"keywatch_token_anomaly_score{lb} {fmt_value(score)}\n"
-        return (
-            spend_total,
-            requests_total,
-            windows,
-            budgets,
-            ratios,
-            info,
-            last_used,
-            expiry,
-            anomaly,
-            corrections,
-        )
 
     def _job_families(self) -> str:
         jobs = sorted(self._jobs.items())
@@ -352,3 +343,62 @@ def _histogram(name: str, provider: str, h: Histogram) -> str:
 def _family_text(family: Family) -> str:
     body = "".join(sample(family.name, labels(lbl), value) for lbl, value in family.samples)
     return header(family.name, family.kind, family.help) + body
+
+
+def _token_lines(
+    cache: _LineCache, policies: PolicyBook, key: TokenKey, state: TokenState, score: float | None
+) -> tuple[str, ...]:
+    cached = cache.get(key)
+    if cached is not None and cached[0] is state and cached[1] == score:
+        return cached[2]
+    lines = _render_token(policies, state, score)
+    cache[key] = (state, score, lines)
+    return lines
+
+
+def _render_token(policies: PolicyBook, s: TokenState, score: float | None) -> tuple[str, ...]:
+    base = f'provider="{_esc(s.provider)}",token="{_esc(s.series)}"'
+    lb = "{" + base + "}"
+    spend_total = requests_total = windows = budgets = ratios = last_used = expiry = anomaly = ""
+    corrections = ""
+    budget = policies.budgets(s)
+    mark = s.mark
+    if s.usage_known:
+        spend_total = f"keywatch_token_spend_usd_total{lb} {fmt_value(s.spend_total_usd)}\n"
+        corrections = f"keywatch_token_spend_corrections_usd_total{lb} {fmt_value(s.corrections_usd_total)}\n"
+        if mark is not None and mark.today_requests is not None:
+            requests_total = f"keywatch_token_requests_total{lb} {s.requests_total}\n"
+    for window, spent, limit in (
+        ("day", s.day_usd, budget.day),
+        ("month", s.month_usd, budget.month),
+    ):
+        wl = "{" + base + f',window="{window}"' + "}"
+        if spent is not None:
+            windows += f"keywatch_token_spend_usd{wl} {fmt_value(spent)}\n"
+        if limit is not None:
+            budgets += f"keywatch_token_budget_usd{wl} {fmt_value(limit)}\n"
+            if spent is not None and limit > 0:
+                ratios += f"keywatch_token_budget_used_ratio{wl} {fmt_value(spent / limit)}\n"
+    info_labels = (
+        f'{{{base},token_id="{_esc(s.token_id)}",status="{s.status}",'
+        f'env="{_esc(s.env)}",project="{_esc(s.project)}"}}'
+    )
+    info = f"keywatch_token_info{info_labels} 1\n"
+    if s.last_used_at is not None:
+        last_used = f"keywatch_token_last_used_timestamp_seconds{lb} {fmt_value(s.last_used_at)}\n"
+    if s.expires_at is not None:
+        expiry = f"keywatch_token_expiry_timestamp_seconds{lb} {fmt_value(s.expires_at)}\n"
+    if score is not None:
+        anomaly = f"keywatch_token_anomaly_score{lb} {fmt_value(score)}\n"
+    return (
+        spend_total,
+        requests_total,
+        windows,
+        budgets,
+        ratios,
+        info,
+        last_used,
+        expiry,
+        anomaly,
+        corrections,
+    )
