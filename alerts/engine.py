@@ -108,7 +108,17 @@ class AlertEngine:
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        self._sender = asyncio.create_task(self.pipeline.run_sender(self._stop), name="notify-sender")
+        self._sender = asyncio.create_task(
+            self.pipeline.run_sender(self._stop, tick=self._tick), name="notify-sender"
+        )
+
+    async def _tick(self) -> None:
+        """The group flush (muting, the notification log, the outbox: database work that waits
+        whenever a poll is being written) in a worker thread, never beside an evaluation."""
+        if not self.pipeline.dispatcher.due(self.clock.now()):
+            return
+        async with self._evaluating:
+            await asyncio.to_thread(self.pipeline.tick)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -208,7 +218,7 @@ class AlertEngine:
                 a.summary,
                 extra={"rule": a.rule, "provider": a.labels.get("provider"), "token": a.labels.get("token")},
             )
-        self.pipeline.process(transitions, self.tracker.alerts(), now=now)
+        await self.pipeline.process_paced(transitions, self.tracker.alerts(), now=now)
 
     def _action(self, t: Transition) -> str:
         """What the responder did about a transition: quarantine, dry_run or none (backtest output)."""

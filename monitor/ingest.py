@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from zoneinfo import ZoneInfo
 
 from monitor.model import Observation, PollResult, RequestRecord
+from monitor.pacing import drain
 from monitor.spend import UsageDelta, UsageMark, advance
 from monitor.tokens import TokenState
 
-__all__ = ["REUSED_NOTE", "Cycle", "Spend", "apply_logged", "ingest"]
+__all__ = ["REUSED_NOTE", "Cycle", "Spend", "apply_logged", "ingest", "ingestion"]
 
 log = logging.getLogger("keywatch.ingest")
 
@@ -78,11 +79,55 @@ def ingest(
     Tokens that appear after it are new tokens, and their spend so far is new spend.
     `period_now`: the time usage periods are placed on (`monitor.periodclock`), default `now`;
     `relay_clock`: it is the relay's own clock."""
-    period = now if period_now is None else period_now
+    cycle, steps = ingestion(
+        known,
+        result,
+        provider=provider,
+        now=now,
+        tz=tz,
+        watching_since=watching_since,
+        period_now=period_now,
+        relay_clock=relay_clock,
+    )
+    drain(steps)
+    return cycle
+
+
+def ingestion(
+    known: Mapping[str, TokenState],
+    result: PollResult,
+    *,
+    provider: str,
+    now: float,
+    tz: ZoneInfo,
+    watching_since: float | None,
+    period_now: float | None = None,
+    relay_clock: bool = False,
+) -> tuple[Cycle, Iterator[None]]:
+    """`ingest` as the Cycle it fills and the steps that fill it, one per token, for a caller
+    that gives the event loop turns between them (monitor.pacing). The Cycle is whole only once
+    the steps are exhausted."""
     states = dict(known)
     cycle = Cycle(provider, now, result.complete, states, seen=len(result.observations))
     cycle.committed = result.committed
+    steps = _ingesting(cycle, known, result, now, tz, watching_since, period_now, relay_clock)
+    return cycle, steps
+
+
+def _ingesting(
+    cycle: Cycle,
+    known: Mapping[str, TokenState],
+    result: PollResult,
+    now: float,
+    tz: ZoneInfo,
+    watching_since: float | None,
+    period_now: float | None,
+    relay_clock: bool,
+) -> Iterator[None]:
+    provider, states = cycle.provider, cycle.states
+    period = now if period_now is None else period_now
     for obs in result.observations:
+        yield None
         before = states.get(obs.token_id)
         if before is not None and (before.observation is obs or before.observation == obs):
             continue  # the relay shows exactly what it showed last time: nothing to do
@@ -116,12 +161,12 @@ def ingest(
         present.update(s.token_id for s in result.skipped if s.token_id is not None)
         skipped = {s.token for s in result.skipped}
         for token_id, state in known.items():
+            yield None
             if token_id in present or state.missing_since is not None or state.name in skipped:
                 continue
             states[token_id] = replace(state, status="deleted", missing_since=now)
             cycle.vanished.append(token_id)
             cycle.changed.append(token_id)
-    return cycle
 
 
 def apply_logged(cycle: Cycle, fresh: Sequence[RequestRecord]) -> None:

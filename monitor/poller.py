@@ -23,9 +23,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.clock import Clock
-from monitor.ingest import Cycle, ingest
+from monitor.ingest import Cycle, ingestion
 from monitor.metrics import Exposition
 from monitor.model import PollResult
+from monitor.pacing import paced
 from monitor.periodclock import PeriodClock
 from monitor.providers.base import Provider, ProviderError
 from monitor.redact import Redactor
@@ -126,7 +127,7 @@ class Poller:
         name = self.provider.name
         now = self._clock.now()
         period_now, relay_clock = self._period.now(result.relay_time)
-        cycle = ingest(
+        cycle, steps = ingestion(
             self.states,
             result,
             provider=name,
@@ -136,6 +137,7 @@ class Poller:
             period_now=period_now,
             relay_clock=relay_clock,
         )
+        await paced(steps)  # 100,000 new tokens are seconds of work: the event loop gets turns
         errors = Counter(s.reason for s in result.skipped)
         self._log_grouped(
             "skipped this cycle", [(s.token, f"{s.reason}: {s.detail}") for s in result.skipped]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from alerts.lifecycle.records import Alert, Transition
 from alerts.lifecycle.store import AlertStore
@@ -38,6 +38,7 @@ from alerts.notification.stages import (
     Stage,
 )
 from monitor.clock import Clock
+from monitor.pacing import drain, paced
 from monitor.settings import Notify, Settings
 
 __all__ = ["Dispatched", "NotificationPipeline"]
@@ -102,14 +103,32 @@ class NotificationPipeline:
         self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float | None = None
     ) -> int:
         """Take the evaluation's result; returns how many transitions were muted (suppressed)."""
-        now = self._clock.now() if now is None else now
+        suppressed: list[int] = []
+        drain(self._processing(transitions, alerts, self._clock.now() if now is None else now, suppressed))
+        return suppressed[0]
+
+    async def process_paced(
+        self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float | None = None
+    ) -> int:
+        """`process` in slices that give the event loop turns (every open alert is visited)."""
+        suppressed: list[int] = []
+        await paced(
+            self._processing(transitions, alerts, self._clock.now() if now is None else now, suppressed)
+        )
+        return suppressed[0]
+
+    def _processing(
+        self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float, out: list[int]
+    ) -> Iterator[None]:
         self._alerts = {a.fingerprint: a for a in alerts}
         suppressed = 0
         if transitions:
             muted = self.muter.muted(self._alerts.values(), now)
             suppressed = sum(1 for t in transitions if t.alert.fingerprint in muted and self._would_notify(t))
             self._store.bump("suppressed", suppressed)
+        out.append(suppressed)
         for alert in self._alerts.values():
+            yield None
             if alert.state == "firing":
                 self.dispatcher.observe(alert, now)
             elif alert.state == "resolved":
@@ -117,7 +136,6 @@ class NotificationPipeline:
                 if self._log.told_firing(key, receiver, alert.fingerprint):
                     self.dispatcher.observe(alert, now)
         self.dispatcher.trim_addresses(self._alerts)
-        return suppressed
 
     def _would_notify(self, t: Transition) -> bool:
         if t.to_state == "firing":
@@ -146,12 +164,22 @@ class NotificationPipeline:
     async def flush(self, now: float | None = None) -> FlushReport:
         return await self.outbox.flush(self._clock.now() if now is None else now)
 
-    async def run_sender(self, stop: asyncio.Event, *, interval: float = 1.0) -> None:
+    async def run_sender(
+        self,
+        stop: asyncio.Event,
+        *,
+        interval: float = 1.0,
+        tick: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """The background task: group timers and outbox, every `interval` seconds until `stop`.
-        Cancelling it mid-send is safe: the row stays `sending` and is requeued on next start."""
+        Cancelling it mid-send is safe: the row stays `sending` and is requeued on next start.
+        `tick`: how to run the group flush (the daemon's engine runs it off the event loop)."""
         while not stop.is_set():
             try:
-                self.tick()
+                if tick is None:
+                    self.tick()
+                else:
+                    await tick()
                 await self.flush()
             except Exception:  # keep notifying after a transient database or plugin error
                 log.exception("notification pipeline: tick failed")

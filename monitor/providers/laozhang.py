@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from monitor.model import Observation, PollResult, RevokeOutcome, Skip, TokenLimits, TokenStatus
+from monitor.pacing import Pacer
 from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, decode_json
 from monitor.providers.parse import (
@@ -72,7 +73,9 @@ class LaozhangProvider:
         unaccounted = 0  # entries that do not even say which token they are
         need_usage: list[Observation] = []
         seen: dict[str, tuple[bytes, Observation]] = {}
+        pacer = Pacer()  # 100,000 entries are a second of parsing: the event loop gets turns
         for entry in entries:
+            await pacer.turn()
             try:
                 key = entry.get("id") if isinstance(entry, dict) else None
                 previous = self._previous.get(key) if isinstance(key, str) else None

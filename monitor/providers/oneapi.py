@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from monitor.model import Observation, PollResult, RequestRecord, RevokeOutcome, Skip
+from monitor.pacing import Pacer
 from monitor.providers.base import ProviderError
 from monitor.providers.console.api import ConsoleAPI, ConsoleRejected
 from monitor.providers.console.keys import ConsoleKeys
@@ -135,7 +136,9 @@ class OneAPIProvider:
         skipped: list[Skip] = []
         previous, seen = self._seen, {}
         qpu = self._quota_per_unit
+        pacer = Pacer()  # 100,000 entries are a second of parsing: the event loop gets turns
         for token_id, entry in unique.items():
+            await pacer.turn()
             listed_key = entry.get("key") if isinstance(entry, dict) else None
             digest = revealed.get(token_id) or self._keys.hash_for(token_id, listed_key)
             # An entry as it was last cycle (its key aside: never kept) parses to the same
