@@ -116,6 +116,8 @@ class Daemon:
             if provider.name not in self.pollers:
                 self._add_provider(provider)
         self._rebuild_history()
+        if self.gc is not None:
+            self.gc.settle()  # the states and alerts just loaded are the fleet, not garbage
         self.scheduler.start()
         self.alerts.start()
         self.loop_lag.start()

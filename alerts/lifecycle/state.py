@@ -149,6 +149,7 @@ class AlertTracker:
                 and unknown is None
                 and old is not None
                 and old.state == "firing"
+                and finding.keep_firing_for == 0
                 and self._applied.get(fp) is finding
             ):
                 plan.repeated.append(fp)
@@ -176,25 +177,19 @@ class AlertTracker:
             if new.state != before:
                 plan.transitions.append(Transition(new, before, new.state, now))
         plan.transitions.sort(key=lambda t: t.alert.fingerprint)
-        if now - self._flushed_at >= VALUE_FLUSH_INTERVAL and (
-            self._dirty or plan.moved or plan.repeated or self._repeats
-        ):
-            # Values that moved since the last write, repeats folded in, go out with this batch.
+        if now - self._flushed_at >= VALUE_FLUSH_INTERVAL and (self._dirty or plan.moved):
+            # Values that moved since the last write go out with this batch. Repeats do not: they
+            # change only the hit count and time of an alert that never lingers (keep_firing_for
+            # 0), which nothing reads back; they reach the row with the alert's next change.
             written = {a.fingerprint for a in plan.changed}
             forgotten = set(plan.forgotten)
             latest = {a.fingerprint: a for a in plan.moved}
-            for fp in plan.repeated:
-                if fp not in latest:
-                    latest[fp] = self._folded(self._alerts[fp], extra=(now, 1))
-            for fp in list(self._repeats):
+            for fp in self._dirty:
+                yield None
                 if fp not in latest and fp not in written and fp not in forgotten and fp in self._alerts:
                     latest[fp] = self._folded(self._alerts[fp])
-            for fp in self._dirty:
-                if fp not in latest and fp not in written and fp not in forgotten and fp in self._alerts:
-                    latest[fp] = self._alerts[fp]
             plan.changed += [a for fp, a in latest.items() if fp not in written and fp not in forgotten]
             plan.moved = []
-            plan.repeated = []
             plan.flushed = True
 
     def _adopt(self, plan: _Plan) -> list[Transition]:
@@ -203,7 +198,6 @@ class AlertTracker:
         if plan.flushed:
             self._flushed_at = now
             self._dirty.clear()
-            self._repeats.clear()
         for a in plan.changed:
             self._dirty.discard(a.fingerprint)
             self._repeats.pop(a.fingerprint, None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
 from alerts.lifecycle.records import Alert, Transition
 from alerts.lifecycle.store import AlertStore
@@ -103,30 +103,35 @@ class NotificationPipeline:
         self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float | None = None
     ) -> int:
         """Take the evaluation's result; returns how many transitions were muted (suppressed)."""
-        suppressed: list[int] = []
-        drain(self._processing(transitions, alerts, self._clock.now() if now is None else now, suppressed))
-        return suppressed[0]
+        now = self._clock.now() if now is None else now
+        self._alerts = {a.fingerprint: a for a in alerts}
+        muted = self.muter.muted(self._alerts.values(), now) if transitions else {}
+        suppressed = self._count_suppressed(transitions, muted)
+        drain(self._observing(now))
+        return suppressed
 
     async def process_paced(
         self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float | None = None
     ) -> int:
-        """`process` in slices that give the event loop turns (every open alert is visited)."""
-        suppressed: list[int] = []
-        await paced(
-            self._processing(transitions, alerts, self._clock.now() if now is None else now, suppressed)
-        )
-        return suppressed[0]
-
-    def _processing(
-        self, transitions: Sequence[Transition], alerts: Iterable[Alert], now: float, out: list[int]
-    ) -> Iterator[None]:
+        """`process` for the daemon: muting (a pass over every open alert, with silences from the
+        database) in a worker thread, the group timers in slices on the event loop."""
+        now = self._clock.now() if now is None else now
         self._alerts = {a.fingerprint: a for a in alerts}
-        suppressed = 0
+        muted: dict[str, str] = {}
         if transitions:
-            muted = self.muter.muted(self._alerts.values(), now)
-            suppressed = sum(1 for t in transitions if t.alert.fingerprint in muted and self._would_notify(t))
+            muted = await asyncio.to_thread(self.muter.muted, list(self._alerts.values()), now)
+        suppressed = self._count_suppressed(transitions, muted)
+        await paced(self._observing(now))
+        return suppressed
+
+    def _count_suppressed(self, transitions: Sequence[Transition], muted: Mapping[str, str]) -> int:
+        suppressed = sum(1 for t in transitions if t.alert.fingerprint in muted and self._would_notify(t))
+        if transitions:
             self._store.bump("suppressed", suppressed)
-        out.append(suppressed)
+        return suppressed
+
+    def _observing(self, now: float) -> Iterator[None]:
+        """Every open alert's group gets its timer (a new group waits group_wait)."""
         for alert in self._alerts.values():
             yield None
             if alert.state == "firing":

@@ -102,7 +102,7 @@ FamilySource = Callable[[], Iterable[Family]]
 
 _LineCache = dict["TokenKey", tuple[TokenState, float | None, tuple[str, ...]]]
 # (tokens, scores, the other families' text, the policies and the line cache that go with them)
-_Inputs = tuple[list[tuple["TokenKey", TokenState]], dict["TokenKey", float], str, PolicyBook, _LineCache]
+_Inputs = tuple[dict[str, Mapping[str, TokenState]], dict["TokenKey", float], str, PolicyBook, _LineCache]
 
 
 def _deflated(body: bytes) -> tuple[bytes, zlib._Compress]:
@@ -114,7 +114,9 @@ def _deflated(body: bytes) -> tuple[bytes, zlib._Compress]:
 class Exposition:
     def __init__(self, policies: PolicyBook) -> None:
         self._policies = policies
-        self._tokens: dict[TokenKey, TokenState] = {}
+        # provider -> its token states, the poller's own mapping (replaced each cycle, never
+        # changed in place): adopting a 100,000-token cycle is one assignment.
+        self._tokens: dict[str, Mapping[str, TokenState]] = {}
         self._lines: dict[TokenKey, tuple[TokenState, float | None, tuple[str, ...]]] = {}
         self._health: dict[str, ProviderHealth] = {}
         self._jobs: dict[str, JobHealth] = {}
@@ -136,11 +138,8 @@ class Exposition:
         self.invalidate()
 
     def set_tokens(self, provider: str, states: Mapping[str, TokenState]) -> None:
-        for key in [k for k in self._tokens if k[0] == provider and k[1] not in states]:
-            del self._tokens[key]
-            self._lines.pop(key, None)
-        for token_id, state in states.items():
-            self._tokens[(provider, token_id)] = state
+        """`states` is kept as it is: the caller hands a new mapping for every change."""
+        self._tokens[provider] = states
         self.invalidate()
 
     def health(self, provider: str) -> ProviderHealth:
@@ -150,9 +149,8 @@ class Exposition:
         keep = set(names)
         for name in [n for n in self._health if n not in keep]:
             del self._health[name]
-        for key in [k for k in self._tokens if k[0] not in keep]:
-            del self._tokens[key]
-            self._lines.pop(key, None)
+        for name in [n for n in self._tokens if n not in keep]:
+            del self._tokens[name]
         self.invalidate()
 
     def set_jobs(self, names: Iterable[str]) -> None:
@@ -239,13 +237,21 @@ class Exposition:
         tail.extend(_family_text(family) for source in self._sources for family in source())
         tail.append(header("keywatch_build_info", "gauge", "keywatch's version; always 1."))
         tail.append(sample("keywatch_build_info", labels({"version": __version__}), 1))
-        return list(self._tokens.items()), dict(self._scores()), "".join(tail), self._policies, self._lines
+        return dict(self._tokens), dict(self._scores()), "".join(tail), self._policies, self._lines
 
     def _assemble(self, inputs: _Inputs) -> str:
         """The exposition text from `_inputs()`; safe in a worker thread (it touches only the
         per-token line cache, which nothing else iterates)."""
         tokens, scores, tail, policies, cache = inputs
-        per_token = [_token_lines(cache, policies, key, state, scores.get(key)) for key, state in tokens]
+        per_token = [
+            _token_lines(cache, policies, key, state, scores.get(key))
+            for provider, states in tokens.items()
+            for key, state in (((provider, tid), st) for tid, st in states.items())
+        ]
+        if len(cache) > len(per_token) + len(per_token) // 2 + 64:  # gone tokens: drop their lines
+            live = {(p, tid) for p, states in tokens.items() for tid in states}
+            for key in [k for k in cache if k not in live]:
+                cache.pop(key, None)
         parts: list[str] = []
         for i, (name, kind, help_text) in enumerate(_TOKEN_FAMILIES):
             parts.append(header(name, kind, help_text))

@@ -193,38 +193,32 @@ def test_annotate_sticks_for_the_episode(store: AlertStore) -> None:
 def test_a_firing_alert_hit_again_by_the_same_finding_counts_without_rebuilding(store: AlertStore) -> None:
     """The rules hand the same Finding object for a token that did not change: the tracker keeps
     the alert object and counts the hit aside; the count and the last hit reach the alert when it
-    changes, when it is read with get(), and with the next batch write."""
+    is read with get() and when it next changes (then it is written, repeats included)."""
+    tracker = AlertTracker(store)
+    f = finding()  # keep_firing_for 0: the hygiene and budget rules' alerts
+    tracker.evaluate([f], now=T0)
+    kept = tracker.alerts()[0]
+    for k in range(1, 5):
+        assert tracker.evaluate([f], now=T0 + 60 * k) == []
+        assert tracker.alerts()[0] is kept  # not rebuilt
+    got = tracker.get(f.fingerprint)
+    assert got is not None and (got.consecutive_hits, got.last_hit_at) == (5, T0 + 240)
+    assert store.load_alerts()[0].consecutive_hits == 1  # repeats are not written on their own
+    changed = finding(value=20.0)  # the token changed: a new finding
+    tracker.evaluate([changed], now=T0 + 300)
+    row = store.load_alerts()[0]
+    assert (row.consecutive_hits, row.last_hit_at, row.value) == (6, T0 + 300, 20.0)
+    assert moves(tracker.evaluate([], now=T0 + 360)) == [("spend_anomaly", "firing", "resolved")]
+
+
+def test_an_alert_that_lingers_is_stepped_every_time(store: AlertStore) -> None:
+    """keep_firing_for counts from the last hit, so such alerts take no shortcut."""
     tracker = AlertTracker(store)
     f = finding(keep_firing_for=300)
     tracker.evaluate([f], now=T0)
-    built = tracker.alerts()[0]
-    tracker.evaluate([f], now=T0 + 60)  # the first batch write happens here (nothing written before)
-    written = store.load_alerts()[0]
-    assert written.consecutive_hits == 2
-    for k in range(2, 5):
-        assert tracker.evaluate([f], now=T0 + 60 * k) == []
-    assert tracker.alerts()[0] is tracker.alerts()[0]  # not rebuilt
-    assert built is not tracker.alerts()[0]  # (the write above rebuilt it once)
-    got = tracker.get(f.fingerprint)
-    assert got is not None and (got.consecutive_hits, got.last_hit_at) == (5, T0 + 240)
-    assert store.load_alerts()[0].consecutive_hits == 2  # values wait for the batch write
-    # cleared after the repeats: keep_firing_for counts from the last repeat, not the last rebuild
-    assert tracker.evaluate([], now=T0 + 240 + 299) == []
-    resolved = tracker.evaluate([], now=T0 + 240 + 300)
-    assert moves(resolved) == [("spend_anomaly", "firing", "resolved")]
-    assert store.load_alerts()[0].state == "resolved"
-
-
-def test_repeats_reach_the_database_with_the_batch_write(store: AlertStore) -> None:
-    tracker = AlertTracker(store)
-    f = finding()
-    tracker.evaluate([f], now=T0)
-    tracker.evaluate([f], now=T0 + 60)  # first batch write
-    for k in range(2, 6):
-        tracker.evaluate([f], now=T0 + 60 * k)
-    tracker.evaluate([f], now=T0 + 60 + 300)  # VALUE_FLUSH_INTERVAL after the first write
-    row = store.load_alerts()[0]
-    assert (row.consecutive_hits, row.last_hit_at) == (7, T0 + 360)
+    tracker.evaluate([f], now=T0 + 600)
+    assert tracker.evaluate([], now=T0 + 600 + 299) == []  # kept from the last hit, not the first
+    assert moves(tracker.evaluate([], now=T0 + 900)) == [("spend_anomaly", "firing", "resolved")]
 
 
 async def test_the_paced_evaluation_is_the_same_evaluation(store: AlertStore, tmp_path: Path) -> None:
