@@ -53,8 +53,8 @@ class Daemon:
     """keywatch run: poll every provider on its interval, keep the history, serve /metrics."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None, manage_gc: bool = False) -> None:
-        """`manage_gc`: freeze what survives each cycle (monitor.gcpolicy); for the process that
-        is the daemon (`keywatch run`), not for one that embeds it among other work (tests)."""
+        """`manage_gc`: no automatic full collections, one a day (monitor.gcpolicy); for the
+        process that is the daemon (`keywatch run`), not for one that embeds it (tests)."""
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine: Engine = open_engine(settings.database)
@@ -116,8 +116,6 @@ class Daemon:
             if provider.name not in self.pollers:
                 self._add_provider(provider)
         self._rebuild_history()
-        if self.gc is not None:
-            self.gc.settle()  # the states and alerts just loaded are the fleet, not garbage
         self.scheduler.start()
         self.alerts.start()
         self.loop_lag.start()
@@ -233,7 +231,7 @@ class Daemon:
         return on_cycle
 
     async def _settle(self, _report: CycleReport) -> None:
-        """After a cycle and its rules: what survived is the fleet's state, not garbage."""
+        """After a cycle and its rules: the daily full collection, when it is due."""
         if self.gc is not None:
             self.gc.settle()
 
