@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,8 +55,16 @@ log = logging.getLogger("keywatch.alerts")
 HISTORY_DAYS = 28  # what the anomaly baselines look back on
 _STATELESS_CHUNK = 500  # tokens per batch of the stateless rules between turns of the event loop
 # A token's stateless findings as last computed: (state, (hour of its phase, local day), policies,
-# rules, findings).
-_Cached = tuple[TokenState, tuple[int, str], PolicyBook, Rules, tuple[Finding, ...]]
+# rules, findings, its phase in seconds).
+_Cached = tuple[TokenState, tuple[int, str], PolicyBook, Rules, tuple[Finding, ...], int]
+
+
+def _phase(token_id: str) -> int:
+    """Where in the hour a token's findings are refreshed: stable across runs (a backtest must
+    give the same output every time; Python's str hash is salted per process)."""
+    return zlib.crc32(token_id.encode()) % 3600
+
+
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 KEEP_FINISHED = 7 * 86400.0  # sent/failed/expired outbox rows and resolved alerts are kept a week
 
@@ -77,8 +86,13 @@ class AlertEngine:
         notifier: Notifier | None = None,
         providers: Callable[[str], Provider | None] | None = None,
         known_states: Callable[[], Iterable[TokenState]] = tuple,
+        offload: bool = True,
     ) -> None:
+        """`offload`: share the event loop (paced steps, database writes and muting in worker
+        threads), as the daemon must; False runs the same steps straight through, for a caller
+        with nothing else on its loop (the backtest's simulated clock)."""
         self.settings = settings
+        self._offload = offload
         self.clock = clock
         self.store = AlertStore(engine)
         self.store.ensure_schema()
@@ -190,7 +204,8 @@ class AlertEngine:
         if report.ok and report.cycle is not None:
             self.detection.observe(provider, report.cycle)
             findings: list[Finding] = []
-            await paced(self._token_evaluation(provider, report.states.values(), now, findings))
+            evaluation = self._token_evaluation(provider, report.states.values(), now, findings)
+            await paced(evaluation) if self._offload else drain(evaluation)
             unknown = None
         else:
             down = provider_down_finding(provider, report.failures, report.error_reason, self.settings.rules)
@@ -199,9 +214,15 @@ class AlertEngine:
             unknown = no_data_for_providers({provider})
         if self.responder.settings.auto_revoke and self.responder.paused():
             findings.append(auto_revoke_paused_finding(provider, self.responder.settings.max_per_hour))
-        transitions = await self.tracker.evaluate_paced(
-            findings, now=now, evaluated_subjects=[{"provider": provider}], unknown=unknown
-        )
+        covered = [{"provider": provider}]
+        if self._offload:
+            transitions = await self.tracker.evaluate_paced(
+                findings, now=now, evaluated_subjects=covered, unknown=unknown
+            )
+        else:
+            transitions = self.tracker.evaluate(
+                findings, now=now, evaluated_subjects=covered, unknown=unknown
+            )
         await self.responder.resume()
         if report.ok:
             await self._respond(provider, report, now)
@@ -218,7 +239,10 @@ class AlertEngine:
                 a.summary,
                 extra={"rule": a.rule, "provider": a.labels.get("provider"), "token": a.labels.get("token")},
             )
-        await self.pipeline.process_paced(transitions, self.tracker.alerts(), now=now)
+        if self._offload:
+            await self.pipeline.process_paced(transitions, self.tracker.alerts(), now=now)
+        else:
+            self.pipeline.process(transitions, self.tracker.alerts(), now=now)
 
     def _action(self, t: Transition) -> str:
         """What the responder did about a transition: quarantine, dry_run or none (backtest output)."""
@@ -330,20 +354,21 @@ class AlertEngine:
         day = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d")
         cache = self._stateless.get(provider, {})
         fresh: dict[str, _Cached] = {}
-        stale: list[tuple[TokenState, tuple[int, str]]] = []
+        stale: list[tuple[TokenState, tuple[int, str], int]] = []
         for s in states:
             yield None
-            stamp = (int((now + hash(s.token_id) % 3600) // 3600), day)
             hit = cache.get(s.token_id)
+            phase = hit[5] if hit is not None else _phase(s.token_id)
+            stamp = (int((now + phase) // 3600), day)
             if hit is not None and hit[0] is s and hit[1] == stamp and hit[2] is policies and hit[3] is rules:
                 fresh[s.token_id] = hit
                 into.extend(hit[4])
             else:
-                stale.append((s, stamp))
+                stale.append((s, stamp, phase))
         for i in range(0, len(stale), _STATELESS_CHUNK):
             yield None
             chunk = stale[i : i + _STATELESS_CHUNK]
-            batch = [s for s, _ in chunk]
+            batch = [s for s, _, _ in chunk]
             by_token: dict[str, list[Finding]] = {}
             for f in chain(
                 budget_findings(batch, policies, rules, now=now, tz=tz),
@@ -351,9 +376,9 @@ class AlertEngine:
                 hygiene_findings(batch, rules, now=now),
             ):
                 by_token.setdefault(f.labels["token"], []).append(f)
-            for s, stamp in chunk:
+            for s, stamp, phase in chunk:
                 found = tuple(by_token.get(s.series, ()))
-                fresh[s.token_id] = (s, stamp, policies, rules, found)
+                fresh[s.token_id] = (s, stamp, policies, rules, found, phase)
                 into.extend(found)
         self._stateless[provider] = fresh  # tokens gone from the fleet leave the cache here
 

@@ -237,7 +237,9 @@ async def run_backtest(
     clock = FakeClock(start)
     with tempfile.TemporaryDirectory(prefix="keywatch-backtest-") as tmp:
         engine = open_engine(f"sqlite:///{Path(tmp) / 'backtest.db'}")
-        alerts = AlertEngine(settings, engine, clock=clock, notifier=Notifier(Notify()), providers=relays.get)
+        alerts = AlertEngine(
+            settings, engine, clock=clock, notifier=Notifier(Notify()), providers=relays.get, offload=False
+        )
 
         def record(t: Transition, action: str) -> None:
             if t.to_state in ("firing", "resolved"):
