@@ -60,7 +60,7 @@ class _Plan:
     transitions: list[Transition] = field(default_factory=list)
     applied: dict[str, Finding] = field(default_factory=dict)
     repeated: list[str] = field(default_factory=list)  # firing alerts hit again by the same finding
-    flushed: bool = False  # values that moved and repeats are in `changed`: written with it
+    flushed: bool = False  # the values that moved since the last batch write are in `changed`
 
 
 class AlertTracker:
@@ -69,11 +69,11 @@ class AlertTracker:
         self._alerts: dict[str, Alert] = {a.fingerprint: a for a in store.load_alerts()}
         self._dirty: set[str] = set()  # alerts whose values moved since they were last written
         self._flushed_at = float("-inf")
-        # The finding each alert was last built from. A firing alert hit again by the very same
-        # Finding object (the rules cache findings of unchanged tokens) changes only its hit
-        # count and times: those are kept here, (last hit, hits since), and folded into the
-        # alert when it next changes or is written — 100,000 open hygiene alerts cost a dict
-        # write each per poll, not a new Alert each.
+        # The finding each alert was last built from. A firing alert that never lingers, hit
+        # again by the very same Finding object (the rules cache findings of unchanged tokens),
+        # changes only its hit count and time: those are kept in `_repeats` (last hit, hits
+        # since) and folded into the alert when it next changes or is read with get() —
+        # 100,000 open hygiene alerts cost a dict write each per poll, not a new Alert each.
         self._applied: dict[str, Finding] = {}
         self._repeats: dict[str, tuple[float, int]] = {}
 
@@ -217,11 +217,9 @@ class AlertTracker:
         self._alerts.update((a.fingerprint, a) for a in plan.changed)
         return plan.transitions
 
-    def _folded(self, alert: Alert, extra: tuple[float, int] | None = None) -> Alert:
+    def _folded(self, alert: Alert) -> Alert:
         """The alert with its repeated hits counted in (see `_repeats`)."""
         at, n = self._repeats.get(alert.fingerprint, (alert.last_hit_at, 0))
-        if extra is not None:
-            at, n = extra[0], n + extra[1]
         if n == 0:
             return alert
         return replace(alert, last_eval=at, last_hit_at=at, consecutive_hits=alert.consecutive_hits + n)
