@@ -2,7 +2,7 @@
 
 Log windows overlap (and the first window after a restart re-reads rows stored before it), so the
 same row arrives more than once. The key (token_pk, request_id) makes storing idempotent
-(INSERT OR IGNORE); which rows were new is read before inserting, in the same transaction, so
+(ON CONFLICT DO NOTHING); which rows were new is read before inserting, in the same transaction, so
 their cost and requests are counted exactly once. A row's time never changes, so a row newer
 than the newest stored one cannot be stored yet: only the others are looked up (by key when they
 are few — adapters leave out rows they know were stored — else by one indexed time range).
@@ -23,7 +23,7 @@ __all__ = ["store_requests"]
 _COLUMNS = (
     "token_pk, ts, model, ip, prompt_tokens, completion_tokens, cost_usd, elapsed_ms, request_id, requests"
 )
-_INSERT = f"INSERT OR IGNORE INTO request_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO request_log ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 _STORED = "SELECT token_pk, request_id FROM request_log WHERE ts >= ? AND ts <= ?"
 _BY_KEYS = "SELECT token_pk, request_id FROM request_log WHERE (token_pk, request_id) IN (VALUES "
 _BY_KEY, _CHUNK = 2000, 400  # up to this many candidates are looked up by key, this many a query

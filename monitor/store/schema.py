@@ -118,7 +118,7 @@ class PollErrorRow(SQLModel, table=True):
 
 class RequestLogRow(SQLModel, table=True):
     """One request (or usage bucket) from a relay's log. (token_pk, request_id) is the key, so a
-    row that overlapping poll windows fetch twice is stored once: INSERT OR IGNORE on it. Without
+    row that overlapping poll windows fetch twice is stored once: ON CONFLICT DO NOTHING on it. Without
     a rowid the key is the table itself: one B-tree written per row instead of two."""
 
     __tablename__ = "request_log"

@@ -28,8 +28,8 @@ _UPDATE_TOKEN = f"UPDATE tokens SET {', '.join(c + ' = ?' for c in TOKEN_COLUMNS
 _INSERT_DELTA = "INSERT INTO usage_deltas (token_pk, ts, cost_usd, requests, gap) VALUES (?, ?, ?, ?, ?)"
 _UPSERT_HOURLY = (
     "INSERT INTO usage_hourly (token_pk, hour, cost_usd, requests) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (token_pk, hour) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd, "
-    "requests = requests + excluded.requests"
+    "ON CONFLICT (token_pk, hour) DO UPDATE SET cost_usd = usage_hourly.cost_usd + excluded.cost_usd, "
+    "requests = usage_hourly.requests + excluded.requests"
 )
 _INSERT_RUN = (
     "INSERT INTO poll_runs (provider, started_at, finished_at, ok, complete, tokens_seen, tokens_changed, "
@@ -37,7 +37,7 @@ _INSERT_RUN = (
 )
 _UPSERT_ERRORS = (
     "INSERT INTO poll_errors (provider, reason, count) VALUES (?, ?, ?) "
-    "ON CONFLICT (provider, reason) DO UPDATE SET count = count + excluded.count"
+    "ON CONFLICT (provider, reason) DO UPDATE SET count = poll_errors.count + excluded.count"
 )
 
 
@@ -114,8 +114,8 @@ class UsageWriter:
             if records and states is not None:
                 store_requests(conn, records, states)
             if watched_since is not None and states is not None:
-                pks = [(watched_since, s.pk) for s in states.values() if s.pk is not None]
-                conn.exec_driver_sql("UPDATE tokens SET first_seen = MIN(first_seen, ?) WHERE id = ?", pks)
+                pks = [(watched_since, s.pk, watched_since) for s in states.values() if s.pk is not None]
+                conn.exec_driver_sql("UPDATE tokens SET first_seen = ? WHERE id = ? AND first_seen > ?", pks)
         return len(deltas)
 
     def write_failure(self, run: PollRun, errors: Mapping[str, int]) -> None:
@@ -143,8 +143,8 @@ class UsageWriter:
         conn.exec_driver_sql(
             "INSERT INTO providers (name, kind, first_complete_poll_at, last_success_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, "
-            "first_complete_poll_at = COALESCE(first_complete_poll_at, excluded.first_complete_poll_at), "
-            "last_success_at = COALESCE(excluded.last_success_at, last_success_at)",
+            "first_complete_poll_at = COALESCE(providers.first_complete_poll_at, excluded.first_complete_poll_at), "
+            "last_success_at = COALESCE(excluded.last_success_at, providers.last_success_at)",
             (
                 run.provider,
                 run.kind,

@@ -12,7 +12,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -20,6 +19,7 @@ from alerts.lifecycle.store import AlertStore
 from alerts.model import Finding, Severity
 from monitor.secret import Secret
 from monitor.settings import Notify, NotifyTarget
+from monitor.store import open_engine
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
 
@@ -56,7 +56,14 @@ def notify_settings(*targets: tuple[str, tuple[str, ...]], **options: Any) -> No
 @contextmanager
 def sqlite_store(path: Path) -> Iterator[AlertStore]:
     """A store on a real SQLite file; the engine is disposed on exit (filterwarnings=error)."""
-    engine = sa.create_engine(f"sqlite:///{path}")
+    with store_at(f"sqlite:///{path}") as store:
+        yield store
+
+
+@contextmanager
+def store_at(url: str) -> Iterator[AlertStore]:
+    """A store on any database URL (the `store_url` fixture: SQLite and PostgreSQL)."""
+    engine = open_engine(url)
     try:
         store = AlertStore(engine)
         store.ensure_schema()

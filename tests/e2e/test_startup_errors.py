@@ -25,10 +25,19 @@ providers:
 """
 
 
-def keywatch(tmp_path: Path, config: str, *args: str, timeout: float = 30) -> tuple[int, list[str]]:
+def keywatch(
+    tmp_path: Path, config: str, *args: str, timeout: float = 30, hide: str = ""
+) -> tuple[int, list[str]]:
+    """`hide`: a module the process must not find, as on an install without that extra."""
     cfg = tmp_path / "kw.yaml"
     cfg.write_text(config)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    path = [str(ROOT)]
+    if hide:
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules[{hide!r}] = None\n")
+        path.insert(0, str(shim))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     done = subprocess.run(
         [sys.executable, "-m", "monitor", "-c", str(cfg), "--log-level", "error", *(args or ("run",))],
         capture_output=True,
@@ -122,6 +131,6 @@ def test_a_github_key_file_that_holds_no_key_is_a_config_error(tmp_path: Path) -
 def test_config_problems_found_at_start_are_one_line_and_exit_2(
     tmp_path: Path, config: str, key: str
 ) -> None:
-    code, lines = keywatch(tmp_path, config)
+    code, lines = keywatch(tmp_path, config, hide="psycopg")
     assert code == 2
     one_line(lines, "config error:", key)

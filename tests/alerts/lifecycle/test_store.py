@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from alerts.lifecycle.records import LogEntry, OutboxItem
 from alerts.lifecycle.store import TABLE_NAMES, AlertStore
-from tests.alerts.notify_support import T0, sqlite_store
+from tests.alerts.notify_support import T0, sqlite_store, store_at
 
 
 def item(**kw: object) -> OutboxItem:
@@ -38,8 +38,8 @@ def test_schema_is_idempotent_and_named(tmp_path: Path) -> None:
         engine.dispose()
 
 
-def test_claim_is_atomic_and_counts_the_attempt(tmp_path: Path) -> None:
-    with sqlite_store(tmp_path / "kw.db") as store:
+def test_claim_is_atomic_and_counts_the_attempt(store_url: str) -> None:
+    with store_at(store_url) as store:
         queued = store.enqueue(item())
         assert queued.id is not None
         assert store.due_ids(T0 - 1, 10) == []
@@ -64,8 +64,8 @@ def test_requeue_sending_after_a_crash(tmp_path: Path) -> None:
         assert (row.state, row.attempts) == ("pending", 1)
 
 
-def test_log_and_outbox_are_written_together(tmp_path: Path) -> None:
-    with sqlite_store(tmp_path / "kw.db") as store:
+def test_log_and_outbox_are_written_together(store_url: str) -> None:
+    with store_at(store_url) as store:
         entry = LogEntry("{g}", "warning", frozenset({"a", "b"}), frozenset(), T0, "first")
         stored = store.record_notification(entry, item())
         assert stored is not None and stored.id is not None
@@ -76,8 +76,8 @@ def test_log_and_outbox_are_written_together(tmp_path: Path) -> None:
         assert len(store.outbox()) == 1
 
 
-def test_counters_survive_pruning(tmp_path: Path) -> None:
-    with sqlite_store(tmp_path / "kw.db") as store:
+def test_counters_survive_pruning(store_url: str) -> None:
+    with store_at(store_url) as store:
         for state in ("failed", "expired", "expired"):
             queued = store.enqueue(item())
             assert queued.id is not None
@@ -89,8 +89,8 @@ def test_counters_survive_pruning(tmp_path: Path) -> None:
         assert store.counts() == {"sent": 0, "failed": 1, "expired": 2, "suppressed": 3}
 
 
-def test_severity_is_stored_and_undelivered_rows_are_counted_by_it(tmp_path: Path) -> None:
-    with sqlite_store(tmp_path / "kw.db") as store:
+def test_severity_is_stored_and_undelivered_rows_are_counted_by_it(store_url: str) -> None:
+    with store_at(store_url) as store:
         assert (store.pending_counts(), store.oldest_pending()) == ({}, None)
         for severity, at in (("security", T0 + 5), ("warning", T0 + 1), ("warning", T0 + 9), ("info", T0)):
             store.enqueue(item(severity=severity, created_at=at))

@@ -4,7 +4,6 @@ the raw retention, and the resume point of log polling after a restart."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,8 +33,8 @@ def tokens(unlimited: bool = True) -> list[Observation]:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
-        self.engine = open_engine(f"sqlite:///{path / 'kw.db'}")
+    def __init__(self, url: str) -> None:
+        self.engine = open_engine(url)
         self.writer, self.reader = UsageWriter(self.engine), UsageReader(self.engine)
         self.states: dict[str, TokenState] = {}
         self.watching: float | None = None
@@ -52,8 +51,8 @@ def test_the_migration_is_appended_not_edited() -> None:
     assert [m.name for m in MIGRATIONS][:2] == ["0001_initial", "0002_request_log"]
 
 
-def test_rows_before_watching_began_are_a_baseline(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+def test_rows_before_watching_began_are_a_baseline(store_url: str) -> None:
+    s = Store(store_url)
     cycle = s.cycle(T0, [rec("dev-a-x-2026-01", "r1", T0 - 30), rec("dev-b-x-2026-01", "r2", T0 - 20)])
     assert not cycle.spend and s.reader.count_rows("request_log") == 2
     assert s.states["1"].spend_total_usd == 0 and s.states["1"].usage_known
@@ -61,11 +60,11 @@ def test_rows_before_watching_began_are_a_baseline(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("by_key", [True, False])
 def test_a_row_fetched_again_is_stored_and_counted_once(
-    tmp_path: Path, by_key: bool, monkeypatch: pytest.MonkeyPatch
+    store_url: str, by_key: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not by_key:  # the path many candidates take: one time range read
         monkeypatch.setattr("monitor.store.requestlog._BY_KEY", 0)
-    s = Store(tmp_path)
+    s = Store(store_url)
     s.cycle(T0, [])
     rows = [
         rec("dev-a-x-2026-01", "r1", T0 + 10),
@@ -85,23 +84,23 @@ def test_a_row_fetched_again_is_stored_and_counted_once(
     assert loaded["1"].spend_total_usd == pytest.approx(1.25) and loaded["1"].requests_total == 3
 
 
-def test_rows_name_their_token_by_id_or_by_a_unique_name(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+def test_rows_name_their_token_by_id_or_by_a_unique_name(store_url: str) -> None:
+    s = Store(store_url)
     s.cycle(T0, [])
     cycle = s.cycle(T0 + 60, [rec("", "r1", T0 + 5, token_id="1"), rec("nobody", "r2", T0 + 6)])
     assert cycle.unresolved == 1 and s.states["1"].requests_total == 1
 
 
-def test_new_tokens_count_their_first_rows(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+def test_new_tokens_count_their_first_rows(store_url: str) -> None:
+    s = Store(store_url)
     s.cycle(T0, [])
     new = Observation("3", "dev-c-x-2026-01", "active", spend_from_logs=True)
     s.cycle(T0 + 60, [rec("dev-c-x-2026-01", "r9", T0 + 30, cost=2.0)], [*tokens(), new])
     assert s.reader.token_states("p")["p"]["3"].spend_total_usd == pytest.approx(2.0)
 
 
-def test_log_cursor_and_retention(tmp_path: Path) -> None:
-    s = Store(tmp_path)
+def test_log_cursor_and_retention(store_url: str) -> None:
+    s = Store(store_url)
     assert s.reader.log_cursor("p") is None
     s.cycle(T0, [rec("dev-a-x-2026-01", "r1", T0 - 30), rec("dev-a-x-2026-01", "r2", T0 - 10)])
     assert s.reader.log_cursor("p") == T0 - 10 and s.reader.log_cursor("other") is None

@@ -52,8 +52,8 @@ def cycle_and_write(
     return writer.write_cycle(cycle, run("lz", now, seen=cycle.seen), {})
 
 
-def test_cycles_round_trip_and_counters_derive_from_the_store(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path}/kw.db")
+def test_cycles_round_trip_and_counters_derive_from_the_store(store_url: str) -> None:
+    engine = open_engine(store_url)
     writer, reader = UsageWriter(engine), UsageReader(engine)
     states = cycle_and_write(writer, {}, fleet(5, 2.0), T0, None)
     states = cycle_and_write(writer, states, fleet(5, 2.5), T0 + 60, T0)
@@ -69,8 +69,8 @@ def test_cycles_round_trip_and_counters_derive_from_the_store(tmp_path: Path) ->
     engine.dispose()
 
 
-def test_an_idle_cycle_of_ten_thousand_tokens_writes_no_usage_rows(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path}/kw.db")
+def test_an_idle_cycle_of_ten_thousand_tokens_writes_no_usage_rows(store_url: str) -> None:
+    engine = open_engine(store_url)
     writer, reader = UsageWriter(engine), UsageReader(engine)
     states = cycle_and_write(writer, {}, fleet(10_000, 3.0), T0, None)
     before = (reader.count_rows("usage_deltas"), reader.count_rows("usage_hourly"))
@@ -92,8 +92,8 @@ def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_retention_drops_old_raw_rows_but_keeps_tokens_and_recent_hours(tmp_path: Path) -> None:
-    engine = open_engine(f"sqlite:///{tmp_path}/kw.db")
+def test_retention_drops_old_raw_rows_but_keeps_tokens_and_recent_hours(store_url: str) -> None:
+    engine = open_engine(store_url)
     writer, reader = UsageWriter(engine), UsageReader(engine)
     states = cycle_and_write(writer, {}, fleet(3, 1.0), T0, None)
     states = cycle_and_write(writer, states, fleet(3, 2.0), T0 + 60, T0)
