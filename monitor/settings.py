@@ -346,6 +346,29 @@ class Retention(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class Cluster(Section):
+    """Several instances sharing one PostgreSQL database (docs/scaling.md); ignored on SQLite."""
+
+    instance: Annotated[str, Matches(r"[A-Za-z0-9_.:-]{0,100}", "{!r}: letters, digits and _.:- only")] = (
+        field(
+            default="",
+            metadata=key(
+                "This instance's name, unique among those sharing the database; empty: host name and process id."
+            ),
+        )
+    )
+    lease: Annotated[float, Duration()] = field(
+        default=30.0,
+        metadata=key(
+            "How long a provider stays with an instance that stopped renewing it (renewed every third of it)."
+            " Failover takes about this long; keep it below the shortest poll_interval.",
+            ge=3,
+            le=3600,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings(Section):
     """keywatch's config file. `${VAR}` and `${VAR:-default}` are replaced from the environment; secrets
     may be read from files (`<key>_file: path`); relative paths are relative to the config file."""
@@ -379,4 +402,5 @@ class Settings(Section):
     response: Response = field(default_factory=Response)
     leak_reports: LeakReports = field(default_factory=LeakReports)
     retention: Retention = field(default_factory=Retention)
+    cluster: Cluster = field(default_factory=Cluster)
     source: str | None = field(default=None, metadata=NOT_A_KEY)  # the file it came from, for messages

@@ -227,6 +227,33 @@ _OUTBOX_SEVERITY = (
     "WHEN 'failure' THEN 'critical' WHEN 'warning' THEN 'warning' ELSE 'info' END",
 )
 
+# Several instances on one PostgreSQL database (monitor.cluster): who is alive, and who holds
+# which lease (`provider:<name>` per provider, `leader` for the fleet-wide jobs). The epoch grows
+# with every change of owner: an action checks (owner, epoch) in its own transaction (fencing).
+# A quarantine is claimed once per incident (the alert episode) before the relay is called: an
+# older release could not write two rows for one episode, but a duplicate is renamed, not lost.
+_CLUSTER = (
+    """CREATE TABLE instances (
+	name VARCHAR NOT NULL,
+	session VARCHAR NOT NULL,
+	version VARCHAR NOT NULL,
+	host VARCHAR NOT NULL,
+	started_at FLOAT NOT NULL,
+	heartbeat_at FLOAT NOT NULL,
+	PRIMARY KEY (name)
+)""",
+    """CREATE TABLE leases (
+	name VARCHAR NOT NULL,
+	owner VARCHAR,
+	epoch INTEGER NOT NULL,
+	expires_at FLOAT NOT NULL,
+	PRIMARY KEY (name)
+)""",
+    "UPDATE quarantine_actions SET episode = episode || '#' || CAST(id AS VARCHAR) WHERE episode IS NOT NULL "
+    "AND id NOT IN (SELECT MAX(id) FROM quarantine_actions WHERE episode IS NOT NULL GROUP BY episode)",
+    "CREATE UNIQUE INDEX ux_quarantine_incident ON quarantine_actions (episode) WHERE episode IS NOT NULL",
+)
+
 # Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _INITIAL),
@@ -234,4 +261,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0003_alert_tables", _ALERT_TABLES),
     Migration("0004_spend_corrections", _SPEND_CORRECTIONS),
     Migration("0005_outbox_severity", _OUTBOX_SEVERITY),
+    Migration("0006_cluster", _CLUSTER),
 )

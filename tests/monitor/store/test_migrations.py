@@ -14,6 +14,7 @@ from sqlmodel import SQLModel
 from alerts.lifecycle import store as alert_store
 from alerts.offline import audit
 from alerts.response import quarantine as response
+from monitor import cluster
 from monitor.store import UsageReader, open_engine
 from monitor.store import schema as _schema  # noqa: F401  (registers the SQLModel tables)
 from monitor.store.migrations import MIGRATIONS
@@ -107,6 +108,7 @@ def test_the_table_classes_describe_the_tables_the_migrations_create(tmp_path: P
         **alert_store.METADATA.tables,
         **response.METADATA.tables,
         **audit._METADATA.tables,
+        **cluster.METADATA.tables,
     }
     assert set(declared) | {"schema_migrations"} == set(inspector.get_table_names())
     for name, table in declared.items():

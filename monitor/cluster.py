@@ -1,0 +1,357 @@
+"""Several instances, one keywatch: who polls which provider, and who runs the fleet-wide jobs.
+
+PostgreSQL is the coordinator; there is no home-made consensus. Each provider has a lease row
+(`provider:<name>`) and the fleet-wide jobs one more (`leader`). An instance holds a lease while
+it renews it; every renewal and every takeover happens in the database's clock
+(`clock_timestamp()`), so the hosts' clocks need not agree. A lease that is not renewed for
+`lease` seconds is free; whoever takes it raises its epoch.
+
+What an instance may do is decided twice:
+- locally, `owns()`: the lease was renewed less than `lease` (minus a margin) ago by this
+  process's monotonic clock — a process frozen for longer (SIGSTOP, a VM pause, a GC stall) knows
+  on waking that it may have lost everything, before it asks anyone;
+- in the database, `guard()`: inside the transaction that records an action (a poll's write, a
+  notification, a quarantine), the lease row is read FOR SHARE with this instance as owner and the
+  epoch it was granted. A takeover (an UPDATE of that row) waits for the action to commit, or the
+  action finds the row changed and rolls back (`Fenced`). So a paused or partitioned instance that
+  comes back cannot act for a provider it lost.
+
+Work is spread evenly: each instance aims at its share of the providers (an even split over the
+live instances, the remainder to the first by name), gives up the leases above it (a new
+instance then takes them) and takes free ones up to it.
+With SQLite there is one instance and `Solo` owns everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine, text
+
+from monitor import __version__
+
+__all__ = [
+    "LEADER",
+    "METADATA",
+    "Beat",
+    "Cluster",
+    "Fenced",
+    "InstanceConflict",
+    "Ownership",
+    "Solo",
+    "default_instance_name",
+]
+
+log = logging.getLogger("keywatch.cluster")
+
+LEADER = "leader"
+_PROVIDER = "provider:"
+# A lease is trusted locally for this share of its length after the renewal began: the margin
+# covers the renewal's own round trip and a slower local clock.
+_LOCAL_SHARE = 0.8
+
+METADATA = sa.MetaData()
+instances = sa.Table(
+    "instances",
+    METADATA,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("session", sa.String, nullable=False),
+    sa.Column("version", sa.String, nullable=False),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+leases = sa.Table(
+    "leases",
+    METADATA,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("owner", sa.String),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+_NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
+
+
+class Fenced(Exception):
+    """This instance does not hold the lease (any more): the action must not happen."""
+
+
+class InstanceConflict(Exception):
+    """Another live process runs under this instance name."""
+
+
+class Ownership(Protocol):
+    """What the daemon asks before and while acting for a provider."""
+
+    instance: str
+
+    def owns(self, provider: str) -> bool: ...
+
+    def leader(self) -> bool: ...
+
+    def guard(self, conn: Connection, provider: str) -> None:
+        """Raise Fenced unless this instance holds the provider, checked in `conn`'s transaction."""
+        ...
+
+    def owned(self) -> list[str]: ...
+
+
+class Solo:
+    """One instance (SQLite, or PostgreSQL used by one daemon alone): everything is its own."""
+
+    def __init__(self, instance: str, providers: Iterable[str]) -> None:
+        self.instance = instance
+        self._providers = sorted(providers)
+
+    def set_providers(self, providers: Iterable[str]) -> None:
+        self._providers = sorted(providers)
+
+    def owns(self, provider: str) -> bool:
+        return True
+
+    def leader(self) -> bool:
+        return True
+
+    def guard(self, conn: Connection, provider: str) -> None:
+        return None
+
+    def owned(self) -> list[str]:
+        return list(self._providers)
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """What one heartbeat changed."""
+
+    gained: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
+    live: int = 1  # instances alive, this one included
+    leader_changed: bool = False
+
+
+@dataclass(slots=True)
+class _Held:
+    epoch: int
+    until: float  # local monotonic deadline
+
+
+@dataclass(slots=True)
+class Cluster:
+    """Leases in PostgreSQL. `beat()` is blocking database work: call it from a worker thread,
+    every `period` seconds (lease / 3: two renewals can fail before the lease is gone)."""
+
+    engine: Engine
+    instance: str
+    lease: float
+    providers: list[str]
+    monotonic: Callable[[], float] = time.monotonic
+    session: str = field(default_factory=lambda: secrets.token_hex(8))
+    _held: dict[str, _Held] = field(default_factory=dict)
+    _started: bool = False
+
+    @property
+    def period(self) -> float:
+        return self.lease / 3
+
+    def set_providers(self, providers: Iterable[str]) -> None:
+        self.providers = sorted(set(providers))
+
+    # --- the local view -------------------------------------------------------------------------
+    def owns(self, provider: str) -> bool:
+        return self._valid(_PROVIDER + provider)
+
+    def leader(self) -> bool:
+        return self._valid(LEADER)
+
+    def owned(self) -> list[str]:
+        return sorted(
+            n.removeprefix(_PROVIDER) for n in self._held if n.startswith(_PROVIDER) and self._valid(n)
+        )
+
+    def _valid(self, name: str) -> bool:
+        held = self._held.get(name)
+        return held is not None and self.monotonic() < held.until
+
+    # --- fencing --------------------------------------------------------------------------------
+    def guard(self, conn: Connection, provider: str) -> None:
+        name = _PROVIDER + provider
+        held = self._held.get(name)
+        if held is None or self.monotonic() >= held.until:
+            raise Fenced(f"{self.instance} does not hold {provider}")
+        row = conn.execute(
+            text(
+                f"SELECT 1 FROM leases WHERE name = :n AND owner = :o AND epoch = :e AND expires_at > {_NOW} "
+                "FOR SHARE"
+            ),
+            {"n": name, "o": self.instance, "e": held.epoch},
+        ).first()
+        if row is None:
+            raise Fenced(f"{self.instance} lost {provider} (epoch {held.epoch})")
+
+    # --- the heartbeat --------------------------------------------------------------------------
+    def beat(self) -> Beat:
+        """Renew what this instance holds, give up what is above its share, take free leases up
+        to it. One transaction; the local deadlines move only once it committed."""
+        began = self.monotonic()
+        before = {n: h.epoch for n, h in self._held.items() if self._valid(n)}
+        with self.engine.begin() as conn:
+            now = float(conn.execute(text(f"SELECT {_NOW}")).scalar_one())
+            self._announce(conn, now)
+            alive = [
+                str(n)
+                for (n,) in conn.execute(
+                    text("SELECT name FROM instances WHERE heartbeat_at > :since ORDER BY name"),
+                    {"since": now - self.lease},
+                )
+            ]
+            live = max(len(alive), 1)
+            held: dict[str, int] = {
+                str(n): int(e)
+                for n, e in conn.execute(
+                    text(
+                        "UPDATE leases SET expires_at = :until WHERE owner = :me AND expires_at > :now "
+                        "RETURNING name, epoch"
+                    ),
+                    {"until": now + self.lease, "me": self.instance, "now": now},
+                )
+            }
+            wanted = [_PROVIDER + p for p in self.providers]
+            mine = [n for n in held if n.startswith(_PROVIDER)]
+            gone = [n for n in mine if n not in wanted]  # a provider no longer configured
+            share = _share(len(wanted), alive, self.instance)
+            extra = sorted(n for n in mine if n in wanted)[share:] if len(mine) - len(gone) > share else []
+            for name in [*gone, *extra]:
+                conn.execute(
+                    text("UPDATE leases SET owner = NULL, expires_at = 0 WHERE name = :n AND owner = :me"),
+                    {"n": name, "me": self.instance},
+                )
+                held.pop(name, None)
+            count = sum(1 for n in held if n.startswith(_PROVIDER))
+            # Each instance tries the free leases in its own order: several starting together
+            # do not all race for the same row.
+            for name in sorted(wanted, key=lambda n: zlib.crc32(f"{self.instance}/{n}".encode())):
+                if count >= share:
+                    break
+                if name in held:
+                    continue
+                epoch = self._take(conn, name, now)
+                if epoch is not None:
+                    held[name] = epoch
+                    count += 1
+            if LEADER not in held:
+                epoch = self._take(conn, LEADER, now)
+                if epoch is not None:
+                    held[LEADER] = epoch
+        until = began + self.lease * _LOCAL_SHARE
+        self._held = {n: _Held(e, until) for n, e in held.items()}
+        self._started = True
+        gained = tuple(
+            sorted(
+                n.removeprefix(_PROVIDER)
+                for n in held
+                if n.startswith(_PROVIDER) and before.get(n) != held[n]
+            )
+        )
+        lost = tuple(
+            sorted(
+                n.removeprefix(_PROVIDER)
+                for n in before
+                if n.startswith(_PROVIDER) and held.get(n) != before[n]
+            )
+        )
+        return Beat(gained, lost, live, (LEADER in held) != (LEADER in before))
+
+    def _announce(self, conn: Connection, now: float) -> None:
+        row = conn.execute(
+            text("SELECT session, heartbeat_at FROM instances WHERE name = :n FOR UPDATE"),
+            {"n": self.instance},
+        ).first()
+        if (
+            row is not None
+            and row[0] != self.session
+            and not self._started
+            and float(row[1]) > now - self.lease
+        ):
+            raise InstanceConflict(
+                f"another keywatch runs as instance {self.instance!r} (its heartbeat is "
+                f"{now - float(row[1]):.0f} s old); give each instance its own cluster.instance"
+            )
+        values = {
+            "n": self.instance,
+            "s": self.session,
+            "v": __version__,
+            "h": socket.gethostname()[:200],
+            "now": now,
+        }
+        if row is None:
+            conn.execute(
+                text(
+                    "INSERT INTO instances (name, session, version, host, started_at, heartbeat_at) "
+                    "VALUES (:n, :s, :v, :h, :now, :now)"
+                ),
+                values,
+            )
+        else:
+            started = ", started_at = :now" if row[0] != self.session else ""
+            conn.execute(
+                text(
+                    f"UPDATE instances SET session = :s, version = :v, host = :h, heartbeat_at = :now{started} "
+                    "WHERE name = :n"
+                ),
+                values,
+            )
+
+    def _take(self, conn: Connection, name: str, now: float) -> int | None:
+        """The lease if it is free or expired: the epoch granted, else None."""
+        row = conn.execute(
+            text(
+                "INSERT INTO leases (name, owner, epoch, expires_at) VALUES (:n, :me, 1, :until) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, epoch = leases.epoch + 1, "
+                "expires_at = excluded.expires_at "
+                "WHERE leases.owner IS NULL OR leases.expires_at <= :now "
+                "RETURNING epoch"
+            ),
+            {"n": name, "me": self.instance, "until": now + self.lease, "now": now},
+        ).first()
+        return None if row is None else int(row[0])
+
+    def release(self) -> None:
+        """On a clean stop: give every lease back at once (the others take over at their next
+        heartbeat instead of after the lease runs out) and leave the live set."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner = :me"),
+                {"me": self.instance},
+            )
+            conn.execute(
+                text("UPDATE instances SET heartbeat_at = 0 WHERE name = :n AND session = :s"),
+                {"n": self.instance, "s": self.session},
+            )
+        self._held = {}
+
+    def forget(self) -> None:
+        """The database could not be reached: trust nothing held until a heartbeat succeeds."""
+        self._held = {}
+
+
+def _share(providers: int, alive: list[str], me: str) -> int:
+    """This instance's fair number of providers: an even split, the remainder going to the first
+    instances by name, so that every instance computes the same split from the same live set."""
+    if me not in alive:
+        alive = sorted([*alive, me])
+    base, rest = divmod(providers, len(alive))
+    return base + (1 if alive.index(me) < rest else 0)
+
+
+def default_instance_name() -> str:
+    return f"{socket.gethostname()[:60]}-{os.getpid()}"
