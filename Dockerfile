@@ -3,7 +3,8 @@
 #   docker run --rm -v "$PWD/keywatch.yaml:/etc/keywatch/keywatch.yaml:ro" -v keywatch-data:/var/lib/keywatch \
 #              -p 127.0.0.1:9477:9477 keywatch:local
 # The config must listen on 0.0.0.0:9477 inside the container and keep its database under
-# /var/lib/keywatch (sqlite:////var/lib/keywatch/keywatch.db); see deploy/compose/keywatch.yaml.
+# /var/lib/keywatch (sqlite:////var/lib/keywatch/keywatch.db), or use PostgreSQL
+# (postgresql+psycopg://...); see deploy/compose/keywatch.yaml and deploy/compose/keywatch.ha.yaml.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -13,8 +14,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY monitor ./monitor
 COPY alerts ./alerts
-RUN /opt/keywatch/bin/pip install . \
- && /opt/keywatch/bin/keywatch --version
+# the postgres extra (psycopg 3 with its own libpq): the same image runs on SQLite or PostgreSQL
+RUN /opt/keywatch/bin/pip install '.[postgres]' \
+ && /opt/keywatch/bin/keywatch --version \
+ && /opt/keywatch/bin/python -c "import psycopg; psycopg.pq.version()"
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/keywatch/bin:$PATH \

@@ -38,6 +38,7 @@ from alerts.response.leak_reports import LeakReport, Match
 from alerts.response.playbook import auto_revoke_paused_finding, leak_playbook
 from alerts.response.quarantine import Responder
 from monitor.clock import Clock
+from monitor.cluster import Ownership
 from monitor.metrics import Family
 from monitor.model import RULES, SEVERITIES, severity_rank
 from monitor.pacing import drain, paced
@@ -87,10 +88,12 @@ class AlertEngine:
         providers: Callable[[str], Provider | None] | None = None,
         known_states: Callable[[], Iterable[TokenState]] = tuple,
         offload: bool = True,
+        ownership: Ownership | None = None,
     ) -> None:
         """`offload`: share the event loop (paced steps, database writes and muting in worker
         threads), as the daemon must; False runs the same steps straight through, for a caller
-        with nothing else on its loop (the backtest's simulated clock)."""
+        with nothing else on its loop (the backtest's simulated clock). `ownership`: with several
+        instances, which providers this one acts for (monitor.cluster); None: all of them."""
         self.settings = settings
         self._offload = offload
         self.clock = clock
@@ -98,7 +101,14 @@ class AlertEngine:
         self.store.ensure_schema()
         self.tracker = AlertTracker(self.store)
         self.notifier = notifier or Notifier(settings.notify)
-        self.pipeline = NotificationPipeline(self.store, self.notifier, settings, clock=clock)
+        self.pipeline = NotificationPipeline(
+            self.store,
+            self.notifier,
+            settings,
+            clock=clock,
+            ownership=ownership,
+            sender=ownership.instance if ownership is not None and ownership.shared else "",
+        )
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}
         self.responder = Responder(
@@ -108,6 +118,7 @@ class AlertEngine:
             policies=self.policies,
             providers=providers or (lambda _name: None),
             provider_action=self._provider_action,
+            ownership=ownership,
         )
         self._digest = DigestSchedule(engine)
         self.detection = Detection({p.name: p.poll_interval for p in settings.providers})
@@ -119,6 +130,7 @@ class AlertEngine:
         self._sender: asyncio.Task[None] | None = None
         self._evaluating = asyncio.Lock()
         self._stateless: dict[str, dict[str, _Cached]] = {}  # provider -> token id -> findings
+        self._ownership = ownership
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -148,6 +160,26 @@ class AlertEngine:
         self.pipeline.reconfigure(settings, self.notifier)
         self.responder.reconfigure(settings.response, self.policies)
         self.detection.reconfigure({p.name: p.poll_interval for p in settings.providers})
+
+    # --- several instances: providers move between them (monitor.cluster) ----------------
+    def release_providers(self, providers: Iterable[str]) -> None:
+        """Another instance polls these now: forget their alerts, histories and findings here."""
+        gone = list(providers)
+        n = self.tracker.release(gone)
+        for provider in gone:
+            self.detection.forget(provider, ())
+            self._stateless.pop(provider, None)
+        log.info("released %s (%d alerts now the new owner's)", ", ".join(gone), n)
+
+    def adopt_providers(
+        self, providers: Iterable[str], states: Iterable[TokenState], reader: UsageReader
+    ) -> None:
+        """This instance polls these now: their alerts as the last owner left them, and the
+        histories of their tokens from the stored rollups."""
+        taken = list(providers)
+        n = self.tracker.adopt(taken)
+        self.rebuild_history(states, reader)
+        log.info("took over %s (%d alerts)", ", ".join(taken), n)
 
     # --- the weekly hygiene digest ------------------------------------------------------
     def audit(self, states: Iterable[TokenState]) -> list[AuditFinding]:
@@ -200,6 +232,8 @@ class AlertEngine:
 
     async def _on_cycle(self, report: CycleReport) -> None:
         provider = report.provider
+        if self._ownership is not None and not self._ownership.owns(provider):
+            return  # lost between the poll's write and now: the new owner evaluates it
         now = self.clock.now()
         if report.ok and report.cycle is not None:
             self.detection.observe(provider, report.cycle)

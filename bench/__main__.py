@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from bench import daemon, daemon_footprint, metrics_scrape, poll_cycle, store_write
+from bench import daemon, daemon_footprint, metrics_scrape, pg_write, poll_cycle, store_write
 
 
 def main() -> None:
@@ -19,6 +19,8 @@ def main() -> None:
     asyncio.run(poll_cycle.main())
     print("\n== store write vs raw sqlite3 executemany", flush=True)
     store_write.main()
+    print("\n== store write on PostgreSQL vs raw psycopg executemany and COPY", flush=True)
+    pg_write.main()  # skips, saying why, without a reachable PostgreSQL
     print("\n== /metrics", flush=True)
     metrics_scrape.main()
     print("\n== daemon footprint", flush=True)

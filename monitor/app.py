@@ -13,12 +13,15 @@ from typing import Any
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from alerts import api as alerts_api
 from alerts import cli as alerts_cli
 from alerts.engine import AlertEngine
 from alerts.response import leak_reports
 from monitor.clock import Clock, SystemClock
+from monitor.cluster import Beat, Cluster, InstanceConflict, Solo, default_instance_name
+from monitor.cluster import families as cluster_families
 from monitor.config import ConfigError
 from monitor.gcpolicy import GcPolicy
 from monitor.jobs import (
@@ -40,7 +43,8 @@ from monitor.providers.registry import build_provider
 from monitor.redact import Redactor
 from monitor.server import EmbeddedServer, bind, build_app, exposure_warnings, make_server
 from monitor.settings import ProviderSettings, Settings
-from monitor.store import UsageReader, UsageWriter, open_engine, prune
+from monitor.store import UsageReader, UsageWriter, open_engine, prune, store_error_text
+from monitor.store.dialect import is_postgres
 from monitor.tokens import TokenState
 from monitor.views import TokenRowCache
 
@@ -64,14 +68,32 @@ class Daemon:
         self.exposition = Exposition(self.policies)
         self._token_rows = TokenRowCache()
         self._rows_building = asyncio.Lock()
+        # On PostgreSQL several instances may share the work (monitor.cluster); on SQLite one does.
+        instance = settings.cluster.instance or default_instance_name()
+        names = [p.name for p in settings.providers]
+        self.cluster: Cluster | Solo = (
+            Cluster(self.engine, instance, settings.cluster.lease, names)
+            if is_postgres(self.engine)
+            else Solo(instance, names)
+        )
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat_failing = False
         self.alerts = AlertEngine(
-            settings, self.engine, clock=self.clock, providers=self._provider, known_states=self._all_states
+            settings,
+            self.engine,
+            clock=self.clock,
+            providers=self._provider,
+            known_states=self._all_states,
+            ownership=self.cluster,
         )
         self.exposition.add_source(self.alerts.families)
         self.exposition.set_score_source(self.alerts.scores)
         self.loop_lag = LoopLag()
         self.gc = GcPolicy(self.clock) if manage_gc else None
         self.exposition.add_live_source(self.loop_lag.families)
+        self.exposition.add_live_source(
+            lambda: cluster_families(self.cluster, (p.name for p in self.settings.providers))
+        )
         self.pollers: dict[str, Poller] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._provider_settings: dict[str, ProviderSettings] = {}
@@ -90,11 +112,109 @@ class Daemon:
 
     async def prime(self) -> None:
         """Build the providers and run one cycle of each now, before anything is scheduled."""
-        for provider in self.settings.providers:
-            if provider.name not in self.pollers:
-                self._add_provider(provider)
+        await self._first_beat()
+        self._add_owned_providers()
         await asyncio.gather(*(p.run_once() for p in self.pollers.values()))
         self._primed.update(self.pollers)
+
+    def _add_owned_providers(self) -> None:
+        for provider in self.settings.providers:
+            if provider.name not in self.pollers and self.cluster.owns(provider.name):
+                self._add_provider(provider)
+
+    # --- several instances (monitor.cluster) ----------------------------------------------
+    async def _first_beat(self) -> None:
+        """Before polling anything: which providers are this instance's (all of them on SQLite)."""
+        if not isinstance(self.cluster, Cluster) or self.cluster.owned() or self._heartbeat_task:
+            return
+        try:
+            beat = await asyncio.to_thread(self.cluster.beat)
+        except InstanceConflict as exc:
+            # A restart under the same name (a container keeps its host name and pid) waits for
+            # the old heartbeat to age past the lease; two live processes wait forever, loudly.
+            log.error("cluster: %s; polling nothing until that instance is gone", exc)
+            self._heartbeat_failing = True
+            return
+        log.info(
+            "instance %s: %d live, polling %s",
+            self.cluster.instance,
+            beat.live,
+            ", ".join(self.cluster.owned()) or "nothing yet",
+        )
+
+    async def _heartbeat(self) -> None:
+        """Renew leases every lease/3; providers gained are polled from the state their last
+        owner stored, providers lost are dropped. A database that cannot be reached is one
+        line when it goes and one when it comes back; meanwhile the leases run out locally
+        and this instance stops acting (the others take over once they can reach it)."""
+        assert isinstance(self.cluster, Cluster)
+        cluster = self.cluster
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=cluster.period)
+                return
+            except TimeoutError:
+                pass
+            try:
+                beat = await asyncio.to_thread(cluster.beat)
+            except (SQLAlchemyError, OSError, InstanceConflict) as exc:
+                if not self._heartbeat_failing:
+                    log.error(
+                        "cluster heartbeat failed: %s (leases lapse unless it recovers)", _one_line(exc)
+                    )
+                self._heartbeat_failing = True
+                await self._reconcile(Beat())
+                continue
+            if self._heartbeat_failing:
+                log.info("cluster heartbeat recovered: polling %s", ", ".join(cluster.owned()) or "nothing")
+            self._heartbeat_failing = False
+            await self._reconcile(beat)
+
+    async def _reconcile(self, beat: Beat) -> None:
+        """Make the pollers match the leases held now. A provider taken again under a new epoch
+        is rebuilt from the database: another instance may have polled it meanwhile."""
+        owned = set(self.cluster.owned())
+        current = set(self.pollers)
+        retaken = set(beat.gained) & current
+        drop = (current - owned) | retaken
+        wanted = {p.name: p for p in self.settings.providers}
+        add = [name for name in sorted((owned - current) | retaken) if name in wanted]
+        if not drop and not add:
+            return
+        clients = [self._drop_provider(name) for name in sorted(drop)]
+        if drop:
+            self.alerts.release_providers(sorted(drop))
+        for name in add:
+            self._add_provider(wanted[name])
+        if add:
+            states = [s for name in add for s in self.pollers[name].states.values()]
+            self.alerts.adopt_providers(add, states, self.reader)
+        self.exposition.retain_providers(self.pollers)
+        self.schedule.register(self.jobs())  # before the old clients close: no run picks one up
+        for client in clients:
+            if client is not None:
+                await client.aclose()
+        log.info(
+            "instance %s now polls %s (gained %s, lost %s)",
+            self.cluster.instance,
+            ", ".join(sorted(self.pollers)) or "nothing",
+            ", ".join(add) or "none",
+            ", ".join(sorted(drop)) or "none",
+        )
+
+    # Fleet-wide housekeeping runs on one instance: the holder of the `leader` lease (always
+    # the only instance on SQLite).
+    async def _led_retention(self) -> None:
+        if self.cluster.leader():
+            await self.prune()
+
+    async def _led_digest(self) -> None:
+        if self.cluster.leader():
+            await self.audit_digest()
+
+    async def _led_notification_prune(self) -> None:
+        if self.cluster.leader():
+            await self.prune_notifications()
 
     async def start(self, *, serve_http: bool = True) -> None:
         # What can refuse to start (a taken port, a broken key file) is checked before anything
@@ -111,13 +231,19 @@ class Daemon:
                 listen=self.settings.listen,
                 api_token=lambda: self.settings.api_token,
                 extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
+                instance=self._instance_facts,
             )
-        for provider in self.settings.providers:
-            if provider.name not in self.pollers:
-                self._add_provider(provider)
+        await self._first_beat()
+        self._add_owned_providers()
+        if isinstance(self.cluster, Cluster):  # the others' alerts are theirs to keep
+            self.alerts.release_providers(
+                sorted({p.name for p in self.settings.providers} - set(self.cluster.owned()))
+            )
         self._rebuild_history()
         self.scheduler.start()
         self.alerts.start()
+        if isinstance(self.cluster, Cluster):
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="cluster-heartbeat")
         self.loop_lag.start()
         self.schedule.register(self.jobs())
         if sock is not None and app is not None:
@@ -154,6 +280,17 @@ class Daemon:
             self.scheduler.shutdown(wait=False)
         await self.alerts.stop()
         await self.loop_lag.stop()
+        if self._heartbeat_task is not None:
+            await asyncio.wait({self._heartbeat_task}, timeout=2)
+        if isinstance(self.cluster, Cluster):
+            try:  # hand the providers over now rather than when the leases run out
+                await asyncio.to_thread(self.cluster.release)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "could not release the leases (they lapse in %g s): %s",
+                    self.cluster.lease,
+                    _one_line(exc),
+                )
         for client in self._clients.values():
             await client.aclose()
         self.engine.dispose()
@@ -174,12 +311,12 @@ class Daemon:
         ]
         return [
             *polls,
-            Job("retention", Every(RETENTION, first_after=HOUSEKEEPING_DELAY), self.prune),
-            Job("audit_digest", Every(AUDIT_DIGEST_CHECK, first_after=HOUSEKEEPING_DELAY), self.audit_digest),
+            Job("retention", Every(RETENTION, first_after=HOUSEKEEPING_DELAY), self._led_retention),
+            Job("audit_digest", Every(AUDIT_DIGEST_CHECK, first_after=HOUSEKEEPING_DELAY), self._led_digest),
             Job(
                 "notification_prune",
                 Every(NOTIFICATION_PRUNE, first_after=HOUSEKEEPING_DELAY),
-                self.prune_notifications,
+                self._led_notification_prune,
             ),
         ]
 
@@ -187,6 +324,7 @@ class Daemon:
     def _add_provider(self, ps: ProviderSettings) -> None:
         client = make_client(timeout=ps.timeout, max_connections=max(ps.concurrency, 8))
         health = self.exposition.health(ps.name)
+        name, cluster = ps.name, self.cluster
 
         def count_retry(reason: str) -> None:
             health.retries[reason] = health.retries.get(reason, 0) + 1
@@ -211,6 +349,8 @@ class Daemon:
             reader=self.reader,
             deadline=ps.poll_deadline,
             redactor=Redactor([ps.admin_token.reveal(), *(k.reveal() for k in ps.keys.values())]),
+            owned=lambda: cluster.owns(name),
+            guard=(lambda conn: cluster.guard(conn, name)) if cluster.shared else None,
         )
         poller.listeners.append(self._timed_rules(health))
         poller.listeners.append(self._settle)
@@ -247,7 +387,14 @@ class Daemon:
 
     def _intake(self) -> leak_reports.ReportIntake:
         def lookup(digest: str) -> list[leak_reports.Match]:
-            return self.alerts.find_by_key_hash(digest)
+            found = self.alerts.find_by_key_hash(digest)
+            if found or not self.cluster.shared:
+                return found
+            # Another instance polls the token: the report is recorded and quarantined by it.
+            return [
+                leak_reports.Match(s.provider, s.token_id, s.name)
+                for s in self.reader.tokens_with_key_hash(digest)
+            ]
 
         try:
             return leak_reports.ReportIntake(
@@ -289,8 +436,9 @@ class Daemon:
         self.settings = new
         self.policies = PolicyBook(new.tokens, new.response.protect)
         self.exposition.set_policies(self.policies)
+        self.cluster.set_providers(wanted)  # a cluster settles the new set at its next heartbeat
         for name, ps in wanted.items():
-            if name not in self.pollers:
+            if name not in self.pollers and self.cluster.owns(name):
                 self._add_provider(ps)
         self.exposition.retain_providers(wanted)
         self.alerts.reconfigure(new)
@@ -314,6 +462,14 @@ class Daemon:
             fresh = last is not None and now - last <= 3 * ps.poll_interval + ps.poll_deadline
             out[name] = poller.succeeded_once and fresh
         return out
+
+    def _instance_facts(self) -> dict[str, object]:
+        """/readyz: which instance answers and what it polls (several may share the database)."""
+        return {
+            "instance": self.cluster.instance,
+            "owns": self.cluster.owned(),
+            "leader": self.cluster.leader(),
+        }
 
     def token_rows(self) -> bytes:
         """GET /api/v1/tokens: built again only when a state, the policies or a score changed."""
@@ -356,6 +512,10 @@ class Daemon:
                 pruned.alerts,
                 pruned.log,
             )
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {store_error_text(exc)}"
 
 
 def command_handlers() -> dict[str, Callable[[Any, Settings], int]]:

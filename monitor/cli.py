@@ -117,6 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
     config_verbs = config.add_subparsers(dest="verb", metavar="VERB", required=True, title="verbs")
     command(config_verbs, "schema", "print the config file's JSON Schema (for editors and validators)")
 
+    db = command(sub, "db", "the database: upgrade its schema, move a history to another database")
+    db_verbs = db.add_subparsers(dest="verb", metavar="VERB", required=True, title="verbs")
+    command(
+        db_verbs, "migrate", "bring the configured database's schema up to date (`run` does it at start too)"
+    )
+    db_copy = command(
+        db_verbs,
+        "copy",
+        "copy a whole history into an empty database (SQLite <-> PostgreSQL), verified by row counts "
+        "and spend totals",
+    )
+    db_copy.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="URL",
+        help="the database to read: sqlite:///keywatch.db",
+    )
+    db_copy.add_argument(
+        "--to",
+        dest="target",
+        required=True,
+        metavar="URL",
+        help="the empty database to fill (its schema is created first): postgresql+psycopg://user@host/db",
+    )
+    json_flag(db_copy)
+
     tokens = command(sub, "tokens", "one row per token: status, spend today and this month, budget used")
     json_flag(tokens)
     history = command(sub, "history", "usage over time for one token")
@@ -257,7 +284,19 @@ def _secret_values(settings: Settings) -> list[str]:
         values.append(p.admin_token.reveal())
         values.extend(k.reveal() for k in p.keys.values())
     values.extend(t.url.reveal() for t in settings.notify.urls)
+    values.append(_database_password(settings.database))
     return values
+
+
+def _database_password(url: str) -> str:
+    """The password in `database:` (postgresql+psycopg://user:PASSWORD@host/db), for the scrubber."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password or ""
+    except ArgumentError:
+        return ""
 
 
 # --- dispatch ---------------------------------------------------------------------------------
@@ -377,6 +416,90 @@ def _config(args: argparse.Namespace) -> int:
 
     # args.verb is "schema", the only verb so far.
     print(json.dumps(config.json_schema(), indent=2))
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    return _db_migrate(args) if args.verb == "migrate" else _db_copy(args)
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from monitor.store import StoreUnavailable, apply_migrations, open_engine, store_error_text
+    from monitor.store.copy import shown_url
+
+    settings = load(args)
+    where = shown_url(settings.database)
+    try:
+        engine = open_engine(settings.database, migrate=False)
+    except StoreUnavailable as exc:
+        print(f"keywatch db migrate: {exc}", file=sys.stderr)
+        return 1
+    try:
+        applied = apply_migrations(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        print(
+            f"keywatch db migrate: cannot open the database {where}: {store_error_text(exc)}", file=sys.stderr
+        )
+        return 1
+    finally:
+        engine.dispose()
+    if not applied:
+        print(f"{where}: schema up to date")
+        return 0
+    print(f"{where}: applied {len(applied)} migration{'s' if len(applied) > 1 else ''}")
+    for name in applied:
+        print(f"  {name}")
+    return 0
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from monitor.progress import Progress
+    from monitor.store import StoreUnavailable
+    from monitor.store.copy import CopyRefused, copy_database
+    from monitor.table import render_table
+
+    for url in (args.source, args.target):
+        try:
+            password = make_url(url).password
+        except ArgumentError:
+            continue  # the copy says the URL is bad
+        if password:
+            args.scrubber.update([str(password)])
+    try:
+        with Progress("db copy", unit="rows") as progress:
+            report = copy_database(args.source, args.target, progress=progress.update)
+    except (CopyRefused, StoreUnavailable) as exc:
+        print(f"keywatch db copy: {exc}", file=sys.stderr)
+        return 1
+    rows = [t.to_json() for t in report.tables]
+    if args.json:
+        _print_json(rows)
+    else:
+        columns = [
+            ("table", "TABLE"),
+            ("rows", "ROWS"),
+            ("source_rows", "SOURCE ROWS"),
+            ("target_spend_usd", "SPEND $"),
+            ("verified", "VERIFIED"),
+        ]
+        print(render_table(rows, columns))
+        outcome = (
+            "verified and committed"
+            if report.committed
+            else "NOT verified: nothing was committed, the target is left empty"
+        )
+        print(
+            f"\n{report.rows:,} rows from {report.source} to {report.target} in {report.seconds:,.1f} s: {outcome}"
+        )
+    if not report.committed:
+        bad = ", ".join(t.table for t in report.tables if not t.verified)
+        print(f"keywatch db copy: verification failed ({bad}): the target was rolled back", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -507,6 +630,7 @@ _COMMANDS: dict[str, Handler] = {
     "simulate": _simulate,
     "check-config": _check_config,
     "config": _config,
+    "db": _db,
     "tokens": _tokens,
     "history": _history,
 }

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, text
 
 from monitor import __version__
+from monitor.metrics import Family
 
 __all__ = [
     "LEADER",
@@ -49,6 +50,7 @@ __all__ = [
     "Ownership",
     "Solo",
     "default_instance_name",
+    "families",
 ]
 
 log = logging.getLogger("keywatch.cluster")
@@ -94,6 +96,7 @@ class Ownership(Protocol):
     """What the daemon asks before and while acting for a provider."""
 
     instance: str
+    shared: bool  # several instances may share the database (PostgreSQL)
 
     def owns(self, provider: str) -> bool: ...
 
@@ -108,6 +111,8 @@ class Ownership(Protocol):
 
 class Solo:
     """One instance (SQLite, or PostgreSQL used by one daemon alone): everything is its own."""
+
+    shared = False
 
     def __init__(self, instance: str, providers: Iterable[str]) -> None:
         self.instance = instance
@@ -154,10 +159,11 @@ class Cluster:
     instance: str
     lease: float
     providers: list[str]
-    monotonic: Callable[[], float] = time.monotonic
+    monotonic: Callable[[], float] = field(default_factory=lambda: _uptime)
     session: str = field(default_factory=lambda: secrets.token_hex(8))
     _held: dict[str, _Held] = field(default_factory=dict)
     _started: bool = False
+    shared: bool = True
 
     @property
     def period(self) -> float:
@@ -203,7 +209,7 @@ class Cluster:
         """Renew what this instance holds, give up what is above its share, take free leases up
         to it. One transaction; the local deadlines move only once it committed."""
         began = self.monotonic()
-        before = {n: h.epoch for n, h in self._held.items() if self._valid(n)}
+        before = {n: h.epoch for n, h in self._held.items()}
         with self.engine.begin() as conn:
             now = float(conn.execute(text(f"SELECT {_NOW}")).scalar_one())
             self._announce(conn, now)
@@ -339,9 +345,25 @@ class Cluster:
             )
         self._held = {}
 
-    def forget(self) -> None:
-        """The database could not be reached: trust nothing held until a heartbeat succeeds."""
-        self._held = {}
+
+def families(ownership: Ownership, providers: Iterable[str]) -> list[Family]:
+    """keywatch_instance_info and keywatch_provider_owner (1 where this instance polls the
+    provider): summed over every instance Prometheus scrapes, each provider counts once."""
+    mine = set(ownership.owned())
+    return [
+        Family(
+            "keywatch_instance_info",
+            "gauge",
+            "This keywatch instance (several may share one PostgreSQL database).",
+            [({"instance": ownership.instance, "version": __version__}, 1.0)],
+        ),
+        Family(
+            "keywatch_provider_owner",
+            "gauge",
+            "1 on the instance that polls the provider now, 0 on the others.",
+            [({"provider": p, "instance": ownership.instance}, float(p in mine)) for p in sorted(providers)],
+        ),
+    ]
 
 
 def _share(providers: int, alive: list[str], me: str) -> int:
@@ -351,6 +373,13 @@ def _share(providers: int, alive: list[str], me: str) -> int:
         alive = sorted([*alive, me])
     base, rest = divmod(providers, len(alive))
     return base + (1 if alive.index(me) < rest else 0)
+
+
+def _uptime() -> float:
+    """A clock that keeps counting while the host sleeps (a suspended laptop or VM wakes knowing
+    its leases ran out); monotonic where there is no such clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def default_instance_name() -> str:

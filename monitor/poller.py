@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.clock import Clock
+from monitor.cluster import Fenced
 from monitor.ingest import Cycle, ingestion
 from monitor.metrics import Exposition
 from monitor.model import PollResult
@@ -31,6 +32,7 @@ from monitor.periodclock import PeriodClock
 from monitor.providers.base import Provider, ProviderError
 from monitor.redact import Redactor
 from monitor.store import PollRun, UsageReader, UsageWriter, store_error_text
+from monitor.store.writer import Guard
 from monitor.tokens import TokenState, needs_windows, period_starts, with_series_labels, with_windows
 
 __all__ = ["CycleListener", "CycleReport", "Poller"]
@@ -71,7 +73,11 @@ class Poller:
         reader: UsageReader | None = None,
         deadline: float = 300.0,
         redactor: Redactor | None = None,
+        owned: Callable[[], bool] = lambda: True,
+        guard: Guard | None = None,
     ) -> None:
+        """`owned` and `guard`: with several instances (monitor.cluster), whether this one holds
+        the provider now, and the check of that in the cycle's own transaction."""
         self.provider = provider
         self._tz = ZoneInfo(timezone)
         self._writer = writer
@@ -86,13 +92,19 @@ class Poller:
         self.succeeded_once = False
         self.consecutive_failures = consecutive_failures
         self._reader = reader  # for day/month windows of relays that keep only lifetime counters
+        self._owned = owned
+        self._guard = guard
         health = exposition.health(provider.name)
         health.errors.update(error_counts or {})
         health.last_success = last_success
         exposition.set_tokens(provider.name, self.states)
 
-    async def run_once(self) -> CycleReport:
+    async def run_once(self) -> CycleReport | None:
+        """One cycle; None when this instance does not hold the provider (any more): nothing is
+        fetched, written or told to the listeners."""
         name = self.provider.name
+        if not self._owned():
+            return None
         started, t0 = self._clock.now(), time.perf_counter()
         health = self._exposition.health(name)
         try:
@@ -108,6 +120,9 @@ class Poller:
         else:
             try:
                 report = await self._store(result, started)
+            except Fenced as exc:
+                log.warning("%s: poll discarded: %s (another instance polls it now)", name, exc)
+                return None
             except (SQLAlchemyError, OSError) as exc:
                 report = self._store_failed(started, exc)
             except Exception as exc:
@@ -155,7 +170,7 @@ class Poller:
             skipped=len(result.skipped),
         )
         # The database work runs in a thread so /metrics and the API keep answering meanwhile.
-        states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors)
+        states = await asyncio.to_thread(self._writer.write_cycle, cycle, run, errors, guard=self._guard)
         if self._reader is not None and any(needs_windows(st) for st in states.values()):
             states = await asyncio.to_thread(self._derive_windows, states, now)
         states = with_series_labels(states)
@@ -239,7 +254,9 @@ class Poller:
             error=message,
         )
         try:
-            await asyncio.to_thread(self._writer.write_failure, run, {reason: 1})
+            await asyncio.to_thread(self._writer.write_failure, run, {reason: 1}, guard=self._guard)
+        except Fenced:
+            pass  # the new owner records its own polls
         except (SQLAlchemyError, OSError) as exc:
             log.error("%s: could not record the failed poll: %s", name, _store_reason(exc))
             self._exposition.store_up = False

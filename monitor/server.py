@@ -226,11 +226,13 @@ def build_app(
     extra_routes: Sequence[BaseRoute] = (),
     open_paths: frozenset[str] = frozenset({"/api/v1/leak-reports"}),
     body_limits: Mapping[str, int] | None = None,
+    instance: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Starlette:
     """`tokens` returns the rows, or their JSON already serialized. `listen` is the address the
     daemon serves on: without api_token, changes through /api/ are allowed only when it is loopback
     (None: not known to be, so they are refused). `body_limits` maps paths to their own body caps
-    (default: the leak reports'); every other /api/ path gets MAX_API_BODY_BYTES."""
+    (default: the leak reports'); every other /api/ path gets MAX_API_BODY_BYTES. `instance`: what
+    /readyz adds about this instance (its name and the providers it polls, monitor.cluster)."""
 
     async def metrics(request: Request) -> Response:
         if "gzip" in request.headers.get("accept-encoding", ""):
@@ -246,6 +248,8 @@ def build_app(
         store = exposition.store_up
         ready = all(providers.values()) and store
         body = {"ready": ready, "providers": providers, "store": store}
+        if instance is not None:
+            body.update(instance())
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def list_tokens(_: Request) -> Response:

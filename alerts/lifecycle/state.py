@@ -236,6 +236,30 @@ class AlertTracker:
         self._alerts[fingerprint] = updated
         return updated
 
+    # --- several instances: each keeps the alerts of the providers it polls ---------------------
+    def release(self, providers: Iterable[str]) -> int:
+        """Forget (in memory only) the alerts of providers another instance polls now; their rows
+        stay for that instance. Alerts without a provider label stay. Returns how many."""
+        gone = set(providers)
+        dropped = [fp for fp, a in self._alerts.items() if a.labels.get("provider") in gone]
+        for fp in dropped:
+            self._forget(fp)
+        return len(dropped)
+
+    def adopt(self, providers: Iterable[str]) -> int:
+        """Take over the providers' alerts as their last owner left them in the database."""
+        taken = set(providers)
+        self.release(taken)
+        loaded = [a for a in self._store.load_alerts() if a.labels.get("provider") in taken]
+        self._alerts.update((a.fingerprint, a) for a in loaded)
+        return len(loaded)
+
+    def _forget(self, fp: str) -> None:
+        self._dirty.discard(fp)
+        self._repeats.pop(fp, None)
+        self._applied.pop(fp, None)
+        self._alerts.pop(fp, None)
+
     def prune(self, *, before: float) -> int:
         """Forget alerts resolved before `before` (once their resolved notice had its chance)."""
         gone = self._store.prune_resolved(before)

@@ -9,7 +9,7 @@ monitor's models. The DDL is in `monitor.store.migrations`, with every other tab
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast, get_args
 
 import sqlalchemy as sa
@@ -87,6 +87,8 @@ notification_outbox = sa.Table(
     sa.Column("sent_at", sa.Float),
     sa.Column("delivered", sa.JSON, nullable=False),
     sa.Column("severity", sa.String, nullable=False, default="info"),
+    sa.Column("claimed_by", sa.String),  # the instance sending it (several share the outbox)
+    sa.Column("claimed_until", sa.Float),  # after this another instance may send it again
     sa.Index("ix_notification_outbox_due", "state", "next_attempt_at"),
     sqlite_autoincrement=True,
 )
@@ -193,10 +195,16 @@ class AlertStore:
             entries = [_log_from_row(r) for r in rows]
         return {(e.group_key, e.receiver): e for e in entries}
 
-    def record_notification(self, entry: LogEntry, item: OutboxItem | None) -> OutboxItem | None:
+    def record_notification(
+        self, entry: LogEntry, item: OutboxItem | None, *, guard: Callable[[Connection], None] | None = None
+    ) -> OutboxItem | None:
         """Update the notification log and enqueue the notification in one transaction: a crash
-        leaves either both (the outbox then delivers) or neither (the next flush decides again)."""
+        leaves either both (the outbox then delivers) or neither (the next flush decides again).
+        `guard` runs first in that transaction (an instance that lost the group's provider is
+        stopped there, monitor.cluster)."""
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             _upsert(conn, notification_log, _log_to_row(entry), key=("group_key", "receiver"))
             if item is None:
                 return None
@@ -238,7 +246,9 @@ class AlertStore:
         with self._engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def claim(self, item_id: int, now: float) -> OutboxItem | None:
+    def claim(
+        self, item_id: int, now: float, *, by: str = "", until: float | None = None
+    ) -> OutboxItem | None:
         """pending -> sending with the attempt counted, committed before the send; None if another
         sender got there first or the row is not due (the UPDATE's WHERE is the lock)."""
         with self._engine.begin() as conn:
@@ -249,7 +259,12 @@ class AlertStore:
                     notification_outbox.c.state == "pending",
                     notification_outbox.c.next_attempt_at <= now,
                 )
-                .values(state="sending", attempts=notification_outbox.c.attempts + 1)
+                .values(
+                    state="sending",
+                    attempts=notification_outbox.c.attempts + 1,
+                    claimed_by=by or None,
+                    claimed_until=until,
+                )
             )
             if result.rowcount != 1:
                 return None
@@ -257,6 +272,27 @@ class AlertStore:
                 sa.select(notification_outbox).where(notification_outbox.c.id == item_id)
             ).mappings()
             return _outbox_from_row(row.one())
+
+    def claim_due(self, now: float, limit: int, *, by: str, until: float) -> list[OutboxItem]:
+        """Several senders (PostgreSQL): the due rows no other sender is claiming right now,
+        pending -> sending in one statement (FOR UPDATE SKIP LOCKED: two instances never get the
+        same row, and neither waits for the other)."""
+        o = notification_outbox.c
+        due = (
+            sa.select(o.id)
+            .where(o.state == "pending", o.next_attempt_at <= now)
+            .order_by(o.next_attempt_at, o.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                notification_outbox.update()
+                .where(o.id.in_(due.scalar_subquery()))
+                .values(state="sending", attempts=o.attempts + 1, claimed_by=by, claimed_until=until)
+                .returning(*notification_outbox.c)
+            ).mappings()
+            return sorted((_outbox_from_row(r) for r in rows), key=lambda i: (i.next_attempt_at, i.id or 0))
 
     def finish(
         self,
@@ -267,29 +303,46 @@ class AlertStore:
         error: str = "",
         next_attempt_at: float | None = None,
         delivered: Iterable[str] = (),
-    ) -> None:
-        """Record a send's outcome (and count it, in the same transaction)."""
-        values: dict[str, Any] = {"state": state, "last_error": error, "delivered": sorted(delivered)}
+        by: str = "",
+    ) -> bool:
+        """Record a send's outcome (and count it, in the same transaction). `by`: only if this
+        sender still holds the claim. False when the row was not this sender's to finish."""
+        values: dict[str, Any] = {
+            "state": state,
+            "last_error": error,
+            "delivered": sorted(delivered),
+            "claimed_by": None,
+            "claimed_until": None,
+        }
         if state == "sent":
             values["sent_at"] = now
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
+        o = notification_outbox.c
+        where = [o.id == item_id, o.state == "sending"]
+        if by:
+            where.append(o.claimed_by == by)
         with self._engine.begin() as conn:
-            conn.execute(
-                notification_outbox.update()
-                .where(notification_outbox.c.id == item_id, notification_outbox.c.state == "sending")
-                .values(**values)
-            )
-            if state in _FINAL_STATES:
+            done = conn.execute(notification_outbox.update().where(*where).values(**values)).rowcount == 1
+            if done and state in _FINAL_STATES:
                 _bump(conn, state, 1)
+            return done
 
-    def requeue_sending(self) -> int:
-        """After a crash, rows caught mid-send go back to pending: at-least-once delivery."""
+    def requeue_sending(self, *, by: str = "", now: float | None = None) -> int:
+        """Rows caught mid-send go back to pending: at-least-once delivery. Without `by` (one
+        instance, at start): every such row. With it (several instances): the rows this sender
+        claimed (it restarted), those claimed by a release before claims (no claimer), and those
+        whose claim ran out at `now` (their sender died)."""
+        o = notification_outbox.c
+        cond = o.state == "sending"
+        if by:
+            expired = o.claimed_until < now if now is not None else sa.false()
+            cond = sa.and_(cond, sa.or_(o.claimed_by == by, o.claimed_by.is_(None), expired))
         with self._engine.begin() as conn:
             result = conn.execute(
                 notification_outbox.update()
-                .where(notification_outbox.c.state == "sending")
-                .values(state="pending")
+                .where(cond)
+                .values(state="pending", claimed_by=None, claimed_until=None)
             )
             return result.rowcount
 
@@ -486,6 +539,8 @@ def _outbox_to_row(i: OutboxItem) -> dict[str, Any]:
         "last_error": i.last_error,
         "sent_at": i.sent_at,
         "delivered": sorted(i.delivered),
+        "claimed_by": None,
+        "claimed_until": None,
     }
 
 

@@ -7,6 +7,10 @@ does not tell anyone again what it already told them, and is mirrored in memory 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
 from alerts.lifecycle.records import LogEntry, OutboxItem
 from alerts.lifecycle.store import AlertStore
 
@@ -26,10 +30,12 @@ class NotificationLog:
         entry = self._entries.get((group_key, receiver))
         return entry is not None and fingerprint in entry.firing
 
-    def record(self, entry: LogEntry, item: OutboxItem | None) -> OutboxItem | None:
+    def record(
+        self, entry: LogEntry, item: OutboxItem | None, *, guard: Callable[[Connection], None] | None = None
+    ) -> OutboxItem | None:
         """Store the entry (and the outbox row, if any) in one transaction; returns the stored row.
         Memory follows only once the store has it, so a failed write is decided again next time."""
-        stored = self._store.record_notification(entry, item)
+        stored = self._store.record_notification(entry, item, guard=guard)
         self._entries[(entry.group_key, entry.receiver)] = entry
         return stored
 

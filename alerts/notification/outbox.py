@@ -4,6 +4,12 @@ A row is claimed atomically (pending -> sending, attempt counted, committed), th
 outcome recorded: sent only after Apprise said yes. A row left in `sending` by a crash is requeued
 on start, so delivery is at-least-once. Only this layer retries.
 
+Several instances on one PostgreSQL database share the outbox (`sender` names this one): rows are
+claimed with FOR UPDATE SKIP LOCKED, so two instances never claim the same row; the claim names
+its sender and holds for `claim_for` seconds, after which any instance sends the row again (its
+sender died mid-send: at least once across crashes). A sender that finds itself past half its
+claim before sending (it was paused) leaves the row to that recovery instead of racing it.
+
 The rule for a failed attempt, by the row's severity:
 - critical and security: back to pending with exponential backoff (capped at group_interval),
   for as long as it takes. These are the notices nobody may miss, least of all when a target is
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import get_args
@@ -86,15 +93,20 @@ class Outbox:
         policy: RetryPolicy | None = None,
         batch: int = 20,
         recover: bool = True,
+        sender: str = "",
+        claim_for: float = 600.0,
     ) -> None:
         """`recover=True` (the daemon) requeues rows a crash left in `sending`; a process that only
-        reads the outbox (a CLI command) passes False so it never touches the daemon's sends."""
+        reads the outbox (a CLI command) passes False so it never touches the daemon's sends.
+        `sender`: this instance's name when several share the outbox (see the module docstring)."""
         self._store = store
         self.notifier = notifier
         self.policy = policy or RetryPolicy()
         self._batch = batch
+        self._sender = sender
+        self._claim_for = claim_for
         if recover:
-            requeued = store.requeue_sending()
+            requeued = store.requeue_sending(by=sender)
             if requeued:
                 log.warning("outbox: %d notification(s) were mid-send at shutdown; sending again", requeued)
 
@@ -119,6 +131,8 @@ class Outbox:
 
     async def flush(self, now: float) -> FlushReport:
         """Send every row due at `now`; returns what happened. Safe to call often."""
+        if self._sender:
+            return await self._flush_shared(now)
         sent = retried = failed = expired = 0
         tried: set[int] = set()  # one attempt per row per flush, whatever the backoff says
         while ids := [i for i in self._store.due_ids(now, self._batch + len(tried)) if i not in tried]:
@@ -131,21 +145,43 @@ class Outbox:
             expired += outcomes.count("expired")
         return FlushReport(sent, retried, failed, expired)
 
-    async def _attempt(self, item: OutboxItem, now: float) -> str:
+    async def _flush_shared(self, now: float) -> FlushReport:
+        requeued = self._store.requeue_sending(by=self._sender, now=now)
+        if requeued:
+            log.warning("outbox: %d notification(s) whose sender stopped mid-send are sent again", requeued)
+        outcomes: list[str] = []
+        while claimed := self._store.claim_due(
+            now, self._batch, by=self._sender, until=now + self._claim_for
+        ):
+            fresh_until = time.monotonic() + self._claim_for / 2
+            outcomes += await asyncio.gather(*(self._attempt(item, now, fresh_until) for item in claimed))
+        return FlushReport(
+            outcomes.count("sent"),
+            outcomes.count("pending"),
+            outcomes.count("failed"),
+            outcomes.count("expired"),
+        )
+
+    async def _attempt(self, item: OutboxItem, now: float, fresh_until: float = float("inf")) -> str:
         assert item.id is not None
+        if time.monotonic() > fresh_until:  # paused past half the claim: another may send it
+            log.warning("outbox: notification %d left to be sent again (this instance was paused)", item.id)
+            return "skipped"
         try:
             delivery = await self.notifier.deliver(
                 item.title, item.body, item.tags, item.notify_type, skip=item.delivered
             )
         except NoTargetError as exc:  # permanent: retrying cannot fix configuration
             log.error("outbox: %s notification %d %r not sent: %s", item.severity, item.id, item.title, exc)
-            self._store.finish(item.id, state="failed", now=now, error=str(exc), delivered=item.delivered)
+            self._store.finish(
+                item.id, state="failed", now=now, error=str(exc), delivered=item.delivered, by=self._sender
+            )
             return "failed"
         except Exception as exc:  # unexpected: treat as transient, the retry layer decides
             delivery = Delivery(item.delivered, ())
             return self._failed(item, now, delivery, f"{type(exc).__name__}: {exc}")
         if delivery.ok:
-            self._store.finish(item.id, state="sent", now=now, delivered=delivery.delivered)
+            self._store.finish(item.id, state="sent", now=now, delivered=delivery.delivered, by=self._sender)
             return "sent"
         return self._failed(item, now, delivery, delivery.error())
 
@@ -168,6 +204,7 @@ class Outbox:
             error=error,
             next_attempt_at=retry_at,
             delivered=delivery.delivered,
+            by=self._sender,
         )
         return "pending"
 
@@ -182,5 +219,7 @@ class Outbox:
             item.attempts,
             error,
         )
-        self._store.finish(item.id, state="expired", now=now, error=error, delivered=delivery.delivered)
+        self._store.finish(
+            item.id, state="expired", now=now, error=error, delivered=delivery.delivered, by=self._sender
+        )
         return "expired"

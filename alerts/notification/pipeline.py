@@ -38,6 +38,7 @@ from alerts.notification.stages import (
     Stage,
 )
 from monitor.clock import Clock
+from monitor.cluster import Ownership
 from monitor.pacing import drain, paced
 from monitor.settings import Notify, Settings
 
@@ -58,7 +59,11 @@ class NotificationPipeline:
         expire_after: float = EXPIRE_AFTER,
         no_repeat_rules: Iterable[str] = NO_REPEAT_RULES,
         recover: bool = True,
+        ownership: Ownership | None = None,
+        sender: str = "",
     ) -> None:
+        """`ownership`, `sender`: with several instances, groups of providers this instance does
+        not hold are left to their owner, and the outbox is shared (alerts.notification.outbox)."""
         self.listeners: list[Callable[[Dispatched], None]] = []  # e.g. the demo's console
         notify = settings.notify if isinstance(settings, Settings) else settings
         self._store = store
@@ -67,8 +72,9 @@ class NotificationPipeline:
         self._no_repeat = frozenset(no_repeat_rules)
         self.muter = muter if muter is not None else Muter(Silences(store))
         self.dispatcher = Dispatcher(notify)
+        self._ownership = ownership
         policy = RetryPolicy(cap=notify.group_interval, expire_after=expire_after)
-        self.outbox = Outbox(store, notifier, policy=policy, recover=recover)
+        self.outbox = Outbox(store, notifier, policy=policy, recover=recover, sender=sender)
         self._deliverable = notifier.has_targets
         self._log = NotificationLog(store)
         self._alerts: dict[str, Alert] = {}
@@ -78,10 +84,10 @@ class NotificationPipeline:
         """What `tick` runs on the due groups, in this order."""
         return (
             MuteStage(self.muter),
-            GroupStage(self.dispatcher),
+            GroupStage(self.dispatcher, self._ownership),
             DedupStage(self._log, self._notify, no_repeat=self._no_repeat),
             RenderStage(self._notify),
-            OutboxStage(self._log, deliverable=self._deliverable),
+            OutboxStage(self._log, deliverable=self._deliverable, ownership=self._ownership),
             RearmStage(self.dispatcher),
         )
 

@@ -26,6 +26,7 @@ from alerts.notification.grouping import AlertGroup, Dispatcher, decide
 from alerts.notification.mute import Muter
 from alerts.notification.nflog import NotificationLog
 from alerts.notification.render import notify_type_for, render, severity_for
+from monitor.cluster import Fenced, Ownership
 from monitor.settings import Notify
 
 __all__ = [
@@ -119,11 +120,14 @@ class GroupStage:
     """The groups whose timer is up (group_wait after the first alert, then every group_interval),
     each with its audible members."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, ownership: Ownership | None = None) -> None:
         self._dispatcher = dispatcher
+        self._ownership = ownership
 
     def run(self, batch: Batch) -> Batch:
         due = self._dispatcher.due(batch.now)
+        if self._ownership is not None:
+            due = [(receiver, key) for receiver, key in due if self._ours(receiver, key, batch.now)]
         if not due:
             return batch
         members: dict[tuple[str, str], list[Alert]] = {}
@@ -145,6 +149,15 @@ class GroupStage:
             )
             groups.append(Due(group, still_firing=any(a.state == "firing" for a in alerts)))
         return replace(batch, due=tuple(groups))
+
+    def _ours(self, receiver: str, key: str, now: float) -> bool:
+        """A group of a provider another instance polls now is that instance's to tell: dropped."""
+        assert self._ownership is not None
+        provider = self._dispatcher.group_of(receiver, key)[0].get("provider")
+        if provider is None or self._ownership.owns(provider):
+            return True
+        self._dispatcher.flushed(receiver, key, now, still_firing=False)
+        return False
 
 
 class DedupStage:
@@ -199,9 +212,27 @@ class OutboxStage:
     transaction. The row starts `pending`; only the outbox's sender marks it `sent`, after a target
     accepted it, so a crash in between resends rather than loses."""
 
-    def __init__(self, nflog: NotificationLog, *, deliverable: bool) -> None:
+    def __init__(
+        self, nflog: NotificationLog, *, deliverable: bool, ownership: Ownership | None = None
+    ) -> None:
         self._log = nflog
         self._deliverable = deliverable  # False: no targets at all, every notification is only logged
+        self._ownership = ownership
+
+    def _record(
+        self, group: AlertGroup, entry: LogEntry, item: OutboxItem | None
+    ) -> tuple[bool, OutboxItem | None]:
+        """Record in one transaction that, with several instances, first checks that this one
+        still holds the group's provider (else nothing is recorded: the new owner decides)."""
+        provider = group.labels.get("provider")
+        if self._ownership is None or provider is None:
+            return True, self._log.record(entry, item)
+        ownership = self._ownership
+        try:
+            return True, self._log.record(entry, item, guard=lambda conn: ownership.guard(conn, provider))
+        except Fenced as exc:
+            log.warning("notification for %s not recorded: %s", group.key, exc)
+            return False, None
 
     def run(self, batch: Batch) -> Batch:
         for entry in batch.quiet:
@@ -225,7 +256,9 @@ class OutboxStage:
                 )
             else:
                 log.info("alert notification (not routed to any target): %s\n%s", r.title, r.body)
-            stored = self._log.record(r.notice.entry, item)
+            recorded, stored = self._record(group, r.notice.entry, item)
+            if not recorded:
+                continue
             outbox_id = stored.id if stored else None
             dispatched.append(
                 Dispatched(group.key, group.receiver, r.notice.reason, r.title, r.body, outbox_id)

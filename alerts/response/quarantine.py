@@ -8,6 +8,12 @@ called and the outcome after, so a crash in between is finished on the next star
 idempotent at the relay). A token is never quarantined twice. After the relay accepts, keywatch
 checks that the relay now refuses the key; until it does, the action is `pending_verification`
 and is checked again every cycle (one-api may honour a disabled key for minutes from its cache).
+
+With several instances (monitor.cluster) only the instance that holds a provider acts for it:
+the row of an automatic action is claimed once per incident (a unique index on the episode), and
+recording "calling the relay" checks the lease in the same transaction, so an instance that lost
+the provider never calls the relay for it. A report or revoke that reaches another instance is
+recorded and left `in_progress` for the owner, which finishes open rows every cycle.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from monitor.clock import Clock
+from monitor.cluster import Fenced, Ownership
 from monitor.policy import PolicyBook
 from monitor.providers.base import Provider, ProviderError
 from monitor.settings import Response
@@ -86,8 +94,10 @@ class Responder:
         policies: PolicyBook,
         providers: Callable[[str], Provider | None],
         provider_action: Callable[[str], str | None] = lambda _name: None,
+        ownership: Ownership | None = None,
     ) -> None:
         self._engine = engine
+        self._ownership = ownership
         self.settings = settings
         self._clock = clock
         self.policies = policies
@@ -124,7 +134,17 @@ class Responder:
         if self.settings.dry_run:
             self._insert(provider, token_id, token, "auto", reason, episode, "dry_run", "dry run")
             return Decision("dry_run", "dry run — would quarantine")
-        row_id = self._insert(provider, token_id, token, "auto", reason, episode, "in_progress", "")
+        try:
+            row_id = self._insert(provider, token_id, token, "auto", reason, episode, "in_progress", "")
+        except IntegrityError:  # another instance claimed this incident first
+            claimed = self._row_for_episode(episode)
+            return (
+                await self._continue(claimed)
+                if claimed is not None
+                else Decision("none", "claimed elsewhere")
+            )
+        except Fenced:
+            return Decision("none", "another instance polls this provider now")
         return await self._execute(row_id)
 
     def paused(self) -> bool:
@@ -164,8 +184,22 @@ class Responder:
         if dry_run or self.settings.dry_run:
             self._insert(provider, token_id, token, mode, reason, None, "dry_run", "dry run")
             return Decision("dry_run", "dry run — would quarantine")
+        if not self._owns(provider):
+            self._insert(
+                provider, token_id, token, mode, reason, None, "in_progress", "queued for the owning instance"
+            )
+            return Decision("in_progress", f"quarantine queued for the instance that polls {provider}")
         row_id = self._insert(provider, token_id, token, mode, reason, None, "in_progress", "")
         return await self._execute(row_id)
+
+    def _owns(self, provider: str) -> bool:
+        return self._ownership is None or self._ownership.owns(provider)
+
+    def _guard(self, provider: str) -> Callable[[Connection], None] | None:
+        ownership = self._ownership
+        if ownership is None:
+            return None
+        return lambda conn: ownership.guard(conn, provider)
 
     # --- open actions ------------------------------------------------------------------------
     async def resume(self) -> list[Decision]:
@@ -173,8 +207,8 @@ class Responder:
         and re-check revokes not yet verified."""
         c = quarantine_actions.c
         with self._engine.connect() as conn:
-            ids = list(conn.execute(sa.select(c.id).where(c.state.in_(OPEN_STATES))).scalars())
-        return [await self._execute(row_id) for row_id in ids]
+            rows = conn.execute(sa.select(c.id, c.provider).where(c.state.in_(OPEN_STATES))).all()
+        return [await self._execute(int(row_id)) for row_id, provider in rows if self._owns(str(provider))]
 
     async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:
         state = str(row.state)
@@ -194,7 +228,19 @@ class Responder:
             return await self._verify(row_id, provider, str(row.token_id))
         action = self._provider_action(str(row.provider)) or self.settings.action
         attempts = int(row.attempts) + 1
-        self._update(row_id, "in_progress", "calling the relay", attempts=attempts)  # recorded before acting
+        try:  # recorded before acting, with the lease checked in the same transaction
+            self._update(
+                row_id,
+                "in_progress",
+                "calling the relay",
+                attempts=attempts,
+                guard=self._guard(str(row.provider)),
+            )
+        except Fenced as exc:
+            log.warning(
+                "quarantine of %s/%s left to the instance that polls it: %s", row.provider, row.token, exc
+            )
+            return Decision("none", "another instance polls this provider now")
         try:
             outcome = await provider.revoke(str(row.token_id), delete=action == "delete")
         except ProviderError as exc:
@@ -295,7 +341,10 @@ class Responder:
     ) -> int:
         now = self._clock.now()
         action = self._provider_action(provider) or self.settings.action
+        guard = self._guard(provider) if mode == "auto" else None
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             result = conn.execute(
                 quarantine_actions.insert().values(
                     provider=provider,
@@ -325,6 +374,7 @@ class Responder:
         *,
         attempts: int | None = None,
         verified: bool | None = None,
+        guard: Callable[[Connection], None] | None = None,
     ) -> None:
         values: dict[str, object] = {"state": state, "detail": detail, "updated_at": self._clock.now()}
         if attempts is not None:
@@ -332,6 +382,8 @@ class Responder:
         if verified is not None:
             values["verified"] = verified
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             conn.execute(
                 quarantine_actions.update().where(quarantine_actions.c.id == row_id).values(**values)
             )

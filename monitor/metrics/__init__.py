@@ -34,5 +34,7 @@ METRIC_NAMES = frozenset(
         "keywatch_job_last_success_timestamp_seconds",
         "keywatch_rules_duration_seconds",
         "keywatch_event_loop_lag_seconds",
+        "keywatch_instance_info",
+        "keywatch_provider_owner",
     }
 )

@@ -254,6 +254,13 @@ _CLUSTER = (
     "CREATE UNIQUE INDEX ux_quarantine_incident ON quarantine_actions (episode) WHERE episode IS NOT NULL",
 )
 
+# Several senders on one outbox: who claimed a row being sent, and until when the claim holds
+# (a row whose claimer died is sent again by another instance once the claim ran out).
+_OUTBOX_CLAIMS = (
+    "ALTER TABLE notification_outbox ADD COLUMN claimed_by VARCHAR",
+    "ALTER TABLE notification_outbox ADD COLUMN claimed_until FLOAT",
+)
+
 # Append only.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration("0001_initial", _INITIAL),
@@ -262,4 +269,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration("0004_spend_corrections", _SPEND_CORRECTIONS),
     Migration("0005_outbox_severity", _OUTBOX_SEVERITY),
     Migration("0006_cluster", _CLUSTER),
+    Migration("0007_outbox_claims", _OUTBOX_CLAIMS),
 )

@@ -101,6 +101,15 @@ class UsageReader:
         with self._engine.connect() as conn:
             return [row_to_state(r) for r in conn.exec_driver_sql(sql, params)]
 
+    def tokens_with_key_hash(self, digest: str) -> list[TokenState]:
+        """Tokens whose key hashes to `digest`, across providers (a leak report reaching an
+        instance that does not poll the token's provider)."""
+        with self._engine.connect() as conn:
+            return [
+                row_to_state(r)
+                for r in conn.exec_driver_sql(_SELECT_TOKENS + " WHERE key_sha256 = ?", (digest,))
+            ]
+
     def find_one(self, name: str) -> TokenState:
         """The one token named `name` (or `provider/name`); TokenLookupError says why not."""
         matches = self.find_tokens(name)

@@ -8,7 +8,7 @@ rows at all: only new tokens, changed tokens and non-zero spend are written.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection, Engine
@@ -19,7 +19,11 @@ from monitor.store.codec import TOKEN_COLUMNS, state_to_row
 from monitor.store.requestlog import store_requests
 from monitor.tokens import TokenState
 
-__all__ = ["PollRun", "UsageWriter"]
+__all__ = ["Guard", "PollRun", "UsageWriter"]
+
+# Checked first in a cycle's transaction; raises (monitor.cluster.Fenced) when this instance no
+# longer owns the provider, and the whole cycle rolls back.
+Guard = Callable[[Connection], None]
 
 _INSERT_TOKEN = (
     f"INSERT INTO tokens ({', '.join(TOKEN_COLUMNS)}) VALUES ({', '.join('?' * len(TOKEN_COLUMNS))})"
@@ -60,12 +64,16 @@ class UsageWriter:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def write_cycle(self, cycle: Cycle, run: PollRun, errors: Mapping[str, int]) -> dict[str, TokenState]:
+    def write_cycle(
+        self, cycle: Cycle, run: PollRun, errors: Mapping[str, int], *, guard: Guard | None = None
+    ) -> dict[str, TokenState]:
         """Persist the cycle; returns its states with database ids filled in for new tokens.
         Request-log rows are stored too, and the spend of the rows not stored before is added to
         the cycle (`cycle.spend`, `cycle.states`) in the same transaction."""
         states = cycle.states
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             if cycle.retired:  # first: the new token takes the id the old row holds
                 conn.exec_driver_sql(
                     _UPDATE_TOKEN, [(*state_to_row(states[k]), states[k].pk) for k in cycle.retired.values()]
@@ -118,8 +126,10 @@ class UsageWriter:
                 conn.exec_driver_sql("UPDATE tokens SET first_seen = ? WHERE id = ? AND first_seen > ?", pks)
         return len(deltas)
 
-    def write_failure(self, run: PollRun, errors: Mapping[str, int]) -> None:
+    def write_failure(self, run: PollRun, errors: Mapping[str, int], *, guard: Guard | None = None) -> None:
         with self._engine.begin() as conn:
+            if guard is not None:
+                guard(conn)
             self._finish(conn, run, errors, first_complete=False)
 
     def _finish(
