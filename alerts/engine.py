@@ -165,6 +165,8 @@ class AlertEngine:
     def release_providers(self, providers: Iterable[str]) -> None:
         """Another instance polls these now: forget their alerts, histories and findings here."""
         gone = list(providers)
+        if not gone:
+            return
         n = self.tracker.release(gone)
         for provider in gone:
             self.detection.forget(provider, ())
@@ -178,6 +180,7 @@ class AlertEngine:
         histories of their tokens from the stored rollups."""
         taken = list(providers)
         n = self.tracker.adopt(taken)
+        self.pipeline.reload_log()
         self.rebuild_history(states, reader)
         log.info("took over %s (%d alerts)", ", ".join(taken), n)
 
@@ -441,14 +444,22 @@ class AlertEngine:
         firing = [
             ({"rule": r, "severity": s}, float(n)) for (r, s), n in sorted(self.firing_counts().items())
         ]
-        counts = self.pipeline.counts()
-        notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in OUTCOMES]
-        backlog = self.pipeline.backlog(self.clock.now())
-        pending = [({"severity": s}, float(n)) for s, n in backlog.by_severity.items()]
+        # Counted from the shared database: with several instances, the notification families
+        # come from the leader alone and the per-provider ones from each provider's owner, so
+        # that sums over every scraped instance count each event once.
+        shared = self._ownership is not None and self._ownership.shared
+        fleet_wide = not shared or (self._ownership is not None and self._ownership.leader())
+        counts = self.pipeline.counts() if fleet_wide else {}
+        notifications = [({"outcome": o}, float(counts.get(o, 0))) for o in OUTCOMES] if fleet_wide else []
+        backlog = self.pipeline.backlog(self.clock.now()) if fleet_wide else None
+        pending = [({"severity": s}, float(n)) for s, n in backlog.by_severity.items()] if backlog else []
+        oldest: list[tuple[dict[str, str], float]] = [({}, backlog.oldest_age)] if backlog else []
         revocations = []
         done = self.responder.counts()
         paused = self.responder.settings.auto_revoke and self.responder.paused()
         providers = sorted({p.name for p in self.settings.providers} | {k[0] for k in done})
+        if shared and self._ownership is not None:
+            providers = [p for p in providers if self._ownership.owns(p)]
         for provider in providers:
             for mode in ("auto", "manual", "report"):
                 for outcome in ("done", "dry_run", "failed", "blocked"):
@@ -485,7 +496,7 @@ class AlertEngine:
                 "keywatch_notification_oldest_pending_seconds",
                 "gauge",
                 "Age of the oldest notification not delivered yet; 0 when none waits.",
-                [({}, backlog.oldest_age)],
+                oldest,
             ),
         ]
 

@@ -19,6 +19,7 @@ from alerts import api as alerts_api
 from alerts import cli as alerts_cli
 from alerts.engine import AlertEngine
 from alerts.response import leak_reports
+from monitor import __version__
 from monitor.clock import Clock, SystemClock
 from monitor.cluster import Beat, Cluster, InstanceConflict, Solo, default_instance_name
 from monitor.cluster import families as cluster_families
@@ -322,7 +323,11 @@ class Daemon:
 
     # --- providers ----------------------------------------------------------------------
     def _add_provider(self, ps: ProviderSettings) -> None:
-        client = make_client(timeout=ps.timeout, max_connections=max(ps.concurrency, 8))
+        client = make_client(
+            timeout=ps.timeout,
+            max_connections=max(ps.concurrency, 8),
+            user_agent=f"keywatch/{__version__} ({self.cluster.instance})",
+        )
         health = self.exposition.health(ps.name)
         name, cluster = ps.name, self.cluster
 

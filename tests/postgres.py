@@ -11,11 +11,12 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-__all__ = ["PostgresDatabase", "postgres_database", "require_postgres"]
+__all__ = ["PostgresDatabase", "PrivateServer", "postgres_database", "require_postgres"]
 
 SERVER = os.environ.get("KEYWATCH_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
 
@@ -75,3 +76,63 @@ def postgres_database() -> Iterator[PostgresDatabase]:
         yield db
     finally:
         db.drop()
+
+
+class PrivateServer:
+    """A PostgreSQL server of its own (initdb in a temporary directory, a free port), for a test
+    that restarts or stops the server: the machine's server is shared by the other tests. Run as
+    the `postgres` system user (the server refuses root); superuser `root`, trust auth."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self, port: int) -> None:
+        import pwd
+        import shutil
+        import tempfile
+
+        if not Path(self.BIN, "initdb").exists() or shutil.which("runuser") is None:
+            _unavailable(f"no PostgreSQL server binaries in {self.BIN} (apt-get install postgresql-15)")
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            _unavailable("no `postgres` system user to run a private PostgreSQL server")
+        # Not under pytest's tmp_path: the postgres user cannot walk into root's 0700 directories.
+        directory = Path(tempfile.mkdtemp(prefix="keywatch-pg-"))
+        directory.chmod(0o755)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        self.dir, self.port = directory, port
+        self._as_postgres(
+            f"{self.BIN}/initdb", "-D", str(directory / "data"), "-A", "trust", "-U", "root", "--no-sync"
+        )
+        self.url = f"postgresql+psycopg://root@127.0.0.1:{port}/postgres"
+        self.start()
+
+    def _as_postgres(self, *argv: str) -> None:
+        import subprocess
+
+        done = subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, timeout=60
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {done.stderr.strip()[-500:]}")
+
+    def _ctl(self, *verb: str) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            f"{self.BIN}/pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"),
+            "-o", options, "-w", "-t", "30", *verb,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._ctl("start")
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        import shutil
+
+        try:
+            self._ctl("-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

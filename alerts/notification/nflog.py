@@ -22,6 +22,11 @@ class NotificationLog:
         self._store = store
         self._entries: dict[tuple[str, str], LogEntry] = store.load_log()
 
+    def reload(self) -> None:
+        """Read the log again: providers taken over from another instance come with what that
+        instance told people (monitor.cluster), so nothing is told twice."""
+        self._entries = self._store.load_log()
+
     def get(self, group_key: str, receiver: str) -> LogEntry | None:
         return self._entries.get((group_key, receiver))
 

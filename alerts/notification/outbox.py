@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 # fires has been queued again as a `repeat` every repeat_interval; hygiene findings come back in the
 # weekly digest), and a day outlasts a night or a weekend morning of a chat or mail outage.
 EXPIRE_AFTER = 24 * 3600.0
+# How long a sender's claim on a row holds when several instances share the outbox: far above a
+# send's own timeout (Apprise's targets answer or give up within a minute), short enough that a
+# notice whose sender died goes out again within two minutes.
+CLAIM_FOR = 120.0
 RETRY_UNTIL_DELIVERED: frozenset[Severity] = frozenset({"critical", "security"})
 # The backoff reaches any sane cap long before 2 ** 64; without a bound, factor ** attempts overflows
 # a float after ~1000 attempts, which a critical notice reaches in ~3.5 days at a 5 min cap.
@@ -94,7 +98,7 @@ class Outbox:
         batch: int = 20,
         recover: bool = True,
         sender: str = "",
-        claim_for: float = 600.0,
+        claim_for: float = CLAIM_FOR,
     ) -> None:
         """`recover=True` (the daemon) requeues rows a crash left in `sending`; a process that only
         reads the outbox (a CLI command) passes False so it never touches the daemon's sends.

@@ -103,6 +103,10 @@ class NotificationPipeline:
         self._deliverable = notifier.has_targets
         self.stages = self._build_stages()
 
+    def reload_log(self) -> None:
+        """After taking over providers from another instance: what it told people (monitor.cluster)."""
+        self._log.reload()
+
     # -- after each evaluation ------------------------------------------------------------------
 
     def process(

@@ -53,12 +53,16 @@ class TooLarge(ProviderError):
         super().__init__("too_large", f"{path}: the answer is larger than {limit // (1024 * 1024)} MiB")
 
 
-def make_client(*, timeout: float, max_connections: int = 64) -> httpx.AsyncClient:
+def make_client(*, timeout: float, max_connections: int = 64, user_agent: str = "") -> httpx.AsyncClient:
     """httpx's API on aiohttp's connection pool: httpcore's pool saturates a core at ~300 req/s
-    under concurrency (encode/httpx#3215); aiohttp reaches the server's ceiling."""
+    under concurrency (encode/httpx#3215); aiohttp reaches the server's ceiling. `user_agent`:
+    how keywatch introduces itself to a relay (version and instance: whose polls these are)."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     transport = AiohttpTransport(limits=limits, trust_env=False)
-    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False)
+    headers = {"User-Agent": user_agent} if user_agent else None
+    return httpx.AsyncClient(
+        transport=transport, timeout=httpx.Timeout(timeout), follow_redirects=False, headers=headers
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +243,11 @@ class RelayHTTP:
         async with session.request(
             method,
             url,
-            headers={"Accept-Encoding": _ENCODINGS, **headers},
+            headers={
+                "Accept-Encoding": _ENCODINGS,
+                "User-Agent": self._client.headers["user-agent"],
+                **headers,
+            },
             params=params,
             json=json,
             timeout=self._timeout,

@@ -8,6 +8,7 @@ times are epoch seconds; a token is named by id or name. Unknown token -> 404, b
     GET  /_sim/keys?by=id     {id: {"name", "key"}}: apart even when names repeat
     GET  /_sim/events         ?since=&until=&token=&limit=  booked traffic, oldest first
     GET  /_sim/faults         current fault knobs
+    GET  /_sim/requests       {"by_agent": {User-Agent: n}}: relay API requests so far, by caller
     POST /_sim/advance        {"seconds": s} or {"to": ts}       -> {"now"}
     POST /_sim/speed          {"speed": x}                        -> {"now", "speed"}
     POST /_sim/leak           {"token", "multiplier"?, "new_ips"?, "models"?}
@@ -62,7 +63,7 @@ from aiohttp import web
 
 from .model import SimulatedRelay, TruthRow
 from .token import Limits, SimToken
-from .wire import FLAVOR, OPTIONS, SIM_ROUTE_PREFIX, json_response, set_options
+from .wire import CALLERS, FLAVOR, OPTIONS, SIM_ROUTE_PREFIX, json_response, set_options
 
 __all__ = ["add_control_routes"]
 
@@ -286,6 +287,10 @@ def add_control_routes(app: web.Application, relay: SimulatedRelay) -> None:
     async def faults(request: web.Request) -> web.StreamResponse:
         return json_response(relay.faults.as_dict())
 
+    async def requests(request: web.Request) -> web.StreamResponse:
+        callers: dict[str, int] = request.app[CALLERS]
+        return json_response({"by_agent": callers.copy()})
+
     async def hostile(request: web.Request) -> web.StreamResponse:
         return json_response(relay.hostile.as_dict())
 
@@ -312,6 +317,7 @@ def add_control_routes(app: web.Application, relay: SimulatedRelay) -> None:
         "/_sim/keys": {"GET": keys},
         "/_sim/events": {"GET": events},
         "/_sim/faults": {"GET": faults},
+        "/_sim/requests": {"GET": requests},
         "/_sim/options": {"POST": _post(relay, set_flavour_options)},
         "/_sim/hostile": {"GET": hostile, "POST": _post(relay, set_hostile)},
     }

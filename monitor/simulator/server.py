@@ -16,7 +16,7 @@ from .model import DEFAULT_ADMIN_TOKEN, SimulatedRelay, make_relay
 from .newapi import NewAPIOptions, add_newapi_routes
 from .oneapi import OneAPIOptions, add_oneapi_routes
 from .openai import OpenAIOptions, add_openai_routes
-from .wire import FLAVOR, OPTIONS, RELAY, fault_middleware, relay_date
+from .wire import CALLERS, FLAVOR, OPTIONS, RELAY, caller_middleware, fault_middleware, relay_date
 
 __all__ = ["FLAVORS", "SimServer", "build_app", "parse_listen", "run_simulator", "serve"]
 
@@ -61,7 +61,8 @@ def build_app(relay: SimulatedRelay, *, flavor: str = "laozhang", **options: Any
     if install is None:
         raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
     # outermost first: the relay's clock in Date, injected faults, then hostile answers
-    app = web.Application(middlewares=[relay_date(relay), fault_middleware])
+    app = web.Application(middlewares=[caller_middleware, relay_date(relay), fault_middleware])
+    app[CALLERS] = {}
     install_hostile(app)
     app[RELAY] = relay
     app[FLAVOR] = flavor

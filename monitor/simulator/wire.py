@@ -118,6 +118,23 @@ def _server_error(status: int) -> web.Response:
     )
 
 
+# Relay API requests by User-Agent (keywatch names its instance there): GET /_sim/requests.
+CALLERS = web.AppKey("callers", dict[str, int])
+MAX_CALLERS = 64  # agents counted one by one; any more are counted together as "other"
+
+
+@web.middleware
+async def caller_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    name = request.match_info.route.name
+    if name is not None and not name.startswith(SIM_ROUTE_PREFIX):
+        callers = request.app[CALLERS]
+        agent = request.headers.get("User-Agent", "")[:200]
+        if agent not in callers and len(callers) >= MAX_CALLERS:
+            agent = "other"
+        callers[agent] = callers.get(agent, 0) + 1
+    return await handler(request)
+
+
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     name = request.match_info.route.name

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -41,9 +41,12 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 30.0, what: str 
 
 
 @contextmanager
-def keywatch(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m monitor ARGS` with output to `log`; terminated (then killed) on exit."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def keywatch(
+    *args: str, log: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m monitor ARGS` with output to `log` (`env` added to the environment);
+    terminated (then killed) on exit."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "monitor", *args], stdout=out, stderr=subprocess.STDOUT, env=env

@@ -287,7 +287,9 @@ notify:
 LEAK_TOKENS, LEAK_SEED, HISTORY_DAYS = 24, 7, 14
 
 
-def seed_history(db: Path, truth: dict[str, Any], *, tokens: int, seed: int) -> None:
+def seed_history(
+    db: Path | str, truth: dict[str, Any], *, tokens: int, seed: int, provider: str = "sim"
+) -> None:
     """What `keywatch demo` does before its story (monitor/demo.py `_seed_history`), done to the
     stopped daemon's database: 14 days of hourly usage, each active token's usual clients and
     models in the request log every day (the last time half an hour ago), and first-seen moved
@@ -305,9 +307,9 @@ def seed_history(db: Path, truth: dict[str, Any], *, tokens: int, seed: int) -> 
     listed = {(t["id"], t["name"]) for t in truth["tokens"] if not t["deleted"]}
     assert {(t.id, t.name) for t in twin.list_tokens()} == listed, "the twin is not the simulator's relay"
     since = now - HISTORY_DAYS * 86400
-    engine = open_engine(f"sqlite:///{db}")
+    engine = open_engine(db if isinstance(db, str) else f"sqlite:///{db}")  # a path, or any database URL
     try:
-        states = UsageReader(engine).token_states("sim")["sim"]
+        states = UsageReader(engine).token_states(provider)[provider]
         by_name = {s.name: s for s in states.values()}
         assert set(by_name) == {name for _, name in listed}
         points = [
