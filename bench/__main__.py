@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from bench import daemon, daemon_footprint, metrics_scrape, pg_write, poll_cycle, store_write
+from bench import daemon, daemon_footprint, failover, metrics_scrape, pg_write, poll_cycle, store_write
 
 
 def main() -> None:
@@ -21,6 +21,8 @@ def main() -> None:
     store_write.main()
     print("\n== store write on PostgreSQL vs raw psycopg executemany and COPY", flush=True)
     pg_write.main()  # skips, saying why, without a reachable PostgreSQL
+    print("\n== failover of several instances on PostgreSQL (kill -9 of a provider's owner)", flush=True)
+    failover.main(["--rounds", "5"])  # skips likewise
     print("\n== /metrics", flush=True)
     metrics_scrape.main()
     print("\n== daemon footprint", flush=True)
