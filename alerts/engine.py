@@ -338,11 +338,13 @@ class AlertEngine:
         return decision.response
 
     def _report_findings(self, provider: str, now: float) -> Iterable[Finding]:
+        told: set[str] = set()
         for (prov, token), (at, detail) in list(self._reported.items()):
             if now - at > REPORT_ALERT_FOR:
                 del self._reported[(prov, token)]
                 continue
             if prov == provider:
+                told.add(token)
                 yield Finding(
                     rule="leak_suspected",
                     labels={"provider": provider, "token": token},
@@ -350,6 +352,20 @@ class AlertEngine:
                     value=1.0,
                     summary=f"key leaked: {detail}",
                     annotations={"signals": f"external_report: {detail}"},
+                )
+        if self._ownership is not None and self._ownership.shared:
+            # Reports that reached another instance: recorded in the database, raised here.
+            for token, reason, _at in self.responder.recent_reports(provider, now - REPORT_ALERT_FOR):
+                if token in told:
+                    continue
+                told.add(token)
+                yield Finding(
+                    rule="leak_suspected",
+                    labels={"provider": provider, "token": token},
+                    severity="security",
+                    value=1.0,
+                    summary=f"key leaked: {reason}",
+                    annotations={"signals": f"external_report: {reason}"},
                 )
 
     def _states_by_hash(self) -> dict[str, list[TokenState]]:

@@ -292,6 +292,18 @@ class Responder:
                 out[key] = out.get(key, 0) + int(n)
         return out
 
+    def recent_reports(self, provider: str, since: float) -> list[tuple[str, str, float]]:
+        """(token, reason, requested_at) of leak reports on the provider's tokens since `since`,
+        newest last: a report that reached another instance is raised as an alert by the owner."""
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(c.token, c.reason, c.requested_at)
+                .where(c.provider == provider, c.mode == "report", c.requested_at >= since)
+                .order_by(c.id)
+            ).all()
+        return [(str(t), str(r), float(at)) for t, r, at in rows]
+
     def history(self, limit: int = 100) -> list[dict[str, object]]:
         c = quarantine_actions.c
         with self._engine.connect() as conn:

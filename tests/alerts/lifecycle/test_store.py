@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -7,6 +8,7 @@ import sqlalchemy as sa
 from alerts.lifecycle.records import LogEntry, OutboxItem
 from alerts.lifecycle.store import TABLE_NAMES, AlertStore
 from tests.alerts.notify_support import T0, sqlite_store, store_at
+from tests.postgres import PostgresDatabase
 
 
 def item(**kw: object) -> OutboxItem:
@@ -130,3 +132,45 @@ def test_a_row_written_without_severity_is_read_by_its_apprise_type(tmp_path: Pa
             ("info", "info"),
         ]
         assert store.pending_counts() == {"critical": 1, "warning": 1, "info": 2}
+
+
+# --- several instances share the outbox (PostgreSQL) ---------------------------------------------
+
+
+def test_two_senders_claiming_at_once_never_get_the_same_row(pg_database: PostgresDatabase) -> None:
+    url = pg_database.url()
+    with store_at(url) as store:
+        ids = {store.enqueue(item(title=f"n{i}")).id for i in range(60)}
+    claimed: dict[str, list[int]] = {"a": [], "b": []}
+
+    def sender(name: str) -> None:
+        with store_at(url) as mine:
+            while batch := mine.claim_due(T0, 5, by=name, until=T0 + 120):
+                claimed[name].extend(i.id for i in batch if i.id is not None)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    got = claimed["a"] + claimed["b"]
+    assert sorted(got) == sorted(i for i in ids if i is not None)  # each row once, none missed
+    with store_at(url) as store:
+        rows = store.outbox()
+        assert {r.state for r in rows} == {"sending"} and all(r.attempts == 1 for r in rows)
+
+
+def test_a_claim_is_finished_only_by_its_sender_and_requeued_when_it_runs_out(
+    pg_database: PostgresDatabase,
+) -> None:
+    with store_at(pg_database.url()) as store:
+        first, second = store.enqueue(item(title="1")), store.enqueue(item(title="2"))
+        assert first.id is not None and second.id is not None
+        store.claim_due(T0, 1, by="a", until=T0 + 120)  # a takes the first
+        store.claim_due(T0, 1, by="b", until=T0 + 60)  # b the second
+        assert not store.finish(first.id, state="sent", now=T0, by="b")  # not b's to finish
+        assert store.requeue_sending(by="c", now=T0 + 30) == 0  # both claims still hold
+        assert store.requeue_sending(by="c", now=T0 + 61) == 1  # b's ran out: b died mid-send
+        assert [(r.title, r.state) for r in store.outbox()] == [("1", "sending"), ("2", "pending")]
+        assert store.requeue_sending(by="a") == 1  # a restarted: its own claim comes back
+        assert store.finish(second.id, state="sent", now=T0, by="b") is False  # requeued meanwhile

@@ -184,3 +184,23 @@ def test_kill_9_at_any_moment_loses_nothing_and_counts_nothing_twice(
     cycle = ingest(states, result, provider="lz", now=resume_at, tz=UTC, watching_since=start + 1)
     assert {s.cost_usd for s in cycle.spend} == {5.0}
     engine.dispose()
+
+
+def test_a_fenced_cycle_writes_nothing(store_url: str) -> None:
+    """With several instances, the guard (monitor.cluster) runs first in the cycle's transaction:
+    an instance that lost the provider leaves no trace, and its states are not adopted."""
+    from monitor.cluster import Fenced
+
+    engine = open_engine(store_url)
+    writer, reader = UsageWriter(engine), UsageReader(engine)
+    states = cycle_and_write(writer, {}, fleet(3, 2.0), T0, None)
+
+    def lost(_conn: object) -> None:
+        raise Fenced("lz moved to another instance")
+
+    cycle = ingest(states, fleet(3, 5.0), provider="lz", now=T0 + 60, tz=UTC, watching_since=T0)
+    with pytest.raises(Fenced):
+        writer.write_cycle(cycle, run("lz", T0 + 60, seen=3), {}, guard=lost)
+    assert reader.count_rows("usage_deltas") == 0 and reader.count_rows("poll_runs") == 1
+    assert {s.month_usd for s in reader.token_states("lz")["lz"].values()} == {2.0}
+    engine.dispose()
