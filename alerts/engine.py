@@ -66,6 +66,18 @@ def _phase(token_id: str) -> int:
     return zlib.crc32(token_id.encode()) % 3600
 
 
+def _reported_leak(provider: str, token: str, detail: str) -> Finding:
+    """The leak_suspected finding an external report raises, while REPORT_ALERT_FOR lasts."""
+    return Finding(
+        rule="leak_suspected",
+        labels={"provider": provider, "token": token},
+        severity="security",
+        value=1.0,
+        summary=f"key leaked: {detail}",
+        annotations={"signals": f"external_report: {detail}"},
+    )
+
+
 REPORT_ALERT_FOR = 86400.0  # a reported leak stays an alert this long (the token is revoked meanwhile)
 KEEP_FINISHED = 7 * 86400.0  # sent/failed/expired outbox rows and resolved alerts are kept a week
 
@@ -345,28 +357,14 @@ class AlertEngine:
                 continue
             if prov == provider:
                 told.add(token)
-                yield Finding(
-                    rule="leak_suspected",
-                    labels={"provider": provider, "token": token},
-                    severity="security",
-                    value=1.0,
-                    summary=f"key leaked: {detail}",
-                    annotations={"signals": f"external_report: {detail}"},
-                )
+                yield _reported_leak(provider, token, detail)
         if self._ownership is not None and self._ownership.shared:
             # Reports that reached another instance: recorded in the database, raised here.
             for token, reason, _at in self.responder.recent_reports(provider, now - REPORT_ALERT_FOR):
                 if token in told:
                     continue
                 told.add(token)
-                yield Finding(
-                    rule="leak_suspected",
-                    labels={"provider": provider, "token": token},
-                    severity="security",
-                    value=1.0,
-                    summary=f"key leaked: {reason}",
-                    annotations={"signals": f"external_report: {reason}"},
-                )
+                yield _reported_leak(provider, token, reason)
 
     def _states_by_hash(self) -> dict[str, list[TokenState]]:
         index: dict[str, list[TokenState]] = {}
