@@ -28,6 +28,7 @@ from alerts.notification.notify import NoTargetError, notify_test
 from alerts.offline.audit import audit
 from alerts.offline.backtest import read_input, run_backtest, write_output
 from alerts.offline.export import export_lines
+from alerts.response.announce import announce_restore
 from alerts.response.quarantine import Responder
 from alerts.views import silence_row
 from monitor.clock import SystemClock
@@ -209,6 +210,74 @@ async def _revoke_async(
     return 0 if decision.state in ("done", "dry_run", "pending_verification") else 1
 
 
+def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    engine = open_engine(settings.database)
+    try:
+        try:
+            token = UsageReader(engine).find_one(args.token)
+        except TokenLookupError as exc:
+            print(f"keywatch restore: {exc}", file=sys.stderr)
+            return exc.code
+        provider_settings = next((p for p in settings.providers if p.name == token.provider), None)
+        if provider_settings is None:
+            print(f"keywatch restore: provider {token.provider!r} is not in the config", file=sys.stderr)
+            return 2
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("keywatch restore: refusing without --yes when not run interactively", file=sys.stderr)
+                return 2
+            answer = input(f"re-enable {token.provider}/{token.name} (it was quarantined as leaked)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing done")
+                return 1
+        return asyncio.run(
+            _restore_async(settings, engine, provider_settings, token.token_id, token.name, args)
+        )
+    finally:
+        engine.dispose()
+
+
+async def _restore_async(
+    settings: Settings,
+    engine: Engine,
+    provider_settings: ProviderSettings,
+    token_id: str,
+    name: str,
+    args: argparse.Namespace,
+) -> int:
+    async with make_client(timeout=provider_settings.timeout) as client:
+        provider = build_provider(provider_settings, client)
+        try:
+            await provider.poll()  # confirms the token is there and lets the adapter verify by key
+        except ProviderError as exc:
+            print(f"keywatch restore: cannot reach {provider_settings.name}: {exc}", file=sys.stderr)
+            return 1
+        responder = Responder(
+            engine,
+            settings.response,
+            clock=SystemClock(),
+            policies=PolicyBook(settings.tokens, settings.response.protect),
+            providers=lambda _name: provider,
+            provider_action=lambda _name: provider_settings.action,
+        )
+        who = _login()
+        decision = await responder.restore(
+            provider=provider_settings.name, token_id=token_id, token=name, reason=f"{args.reason} (by {who})"
+        )
+    print(f"{provider_settings.name}/{name}: {decision.response}")
+    if decision.state != "done":
+        return 1
+    announce_restore(settings, engine, provider_settings.name, name, decision.response, args.reason, who)
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()[:64]
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
     engine = open_engine(settings.database)
     try:
@@ -299,6 +368,7 @@ def handlers() -> dict[str, Handler]:
         "silence": _silence,
         "notify-test": _notify_test,
         "revoke": _revoke,
+        "restore": _restore,
         "audit": _audit,
         "backtest": _backtest,
         "export": _export,

@@ -40,7 +40,7 @@ from alerts.response.quarantine import Responder
 from monitor.clock import Clock
 from monitor.cluster import Ownership
 from monitor.metrics import Family
-from monitor.model import RULES, SEVERITIES, severity_rank
+from monitor.model import CAN_DISABLE, RULES, SEVERITIES, severity_rank
 from monitor.pacing import drain, paced
 from monitor.policy import PolicyBook
 from monitor.poller import CycleReport
@@ -238,6 +238,12 @@ class AlertEngine:
     def _provider_action(self, name: str) -> str | None:
         return next((p.action for p in self.settings.providers if p.name == name), None)
 
+    def _restorable(self, name: str) -> bool:
+        """A quarantine on this provider disables the key (so `keywatch restore` can undo it)."""
+        kind = next((p.kind for p in self.settings.providers if p.name == name), None)
+        action = self._provider_action(name) or self.settings.response.action
+        return kind in CAN_DISABLE and action == "disable"
+
     # --- the per-cycle evaluation -------------------------------------------------------
     async def on_cycle(self, report: CycleReport) -> None:
         """One evaluation at a time (providers poll independently); the work over every token and
@@ -322,7 +328,10 @@ class AlertEngine:
                 reason=alert.summary,
                 complete_poll=report.complete,
             )
-            notes = {"response": decision.response, "next_steps": leak_playbook(token, decision)}
+            notes = {
+                "response": decision.response,
+                "next_steps": leak_playbook(token, decision, restorable=self._restorable(provider)),
+            }
             if decision.quarantined:
                 notes["quarantined"] = "true"
             if any(alert.annotations.get(k) != v for k, v in notes.items()):
@@ -475,7 +484,7 @@ class AlertEngine:
         if shared and self._ownership is not None:
             providers = [p for p in providers if self._ownership.owns(p)]
         for provider in providers:
-            for mode in ("auto", "manual", "report"):
+            for mode in ("auto", "manual", "report", "restore"):
                 for outcome in ("done", "dry_run", "failed", "blocked"):
                     n = done.get((provider, mode, outcome), 0)
                     revocations.append(({"provider": provider, "mode": mode, "outcome": outcome}, float(n)))

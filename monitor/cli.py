@@ -180,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     revoke.add_argument("--dry-run", action="store_true", help="record what would happen, do nothing")
 
+    restore = command(
+        sub,
+        "restore",
+        "re-enable a token a quarantine disabled, after a review (audited, verified, announced)",
+    )
+    restore.add_argument("token", help="token name, or provider/name when names repeat")
+    restore.add_argument("--reason", required=True, help="why it is safe again (kept in the audit trail)")
+    restore.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
     audit = command(sub, "audit", "the token hygiene report")
     json_flag(audit)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 __all__ = [
+    "CAN_DISABLE",
     "PROVIDER_KINDS",
     "RULES",
     "SEVERITIES",
@@ -24,8 +25,21 @@ __all__ = [
     "severity_rank",
 ]
 
-ProviderKind = Literal["laozhang", "oneapi", "newapi", "openai"]
-PROVIDER_KINDS: Final[tuple[ProviderKind, ...]] = ("laozhang", "oneapi", "newapi", "openai")
+ProviderKind = Literal["laozhang", "oneapi", "newapi", "openai", "litellm", "openrouter", "anthropic"]
+PROVIDER_KINDS: Final[tuple[ProviderKind, ...]] = (
+    "laozhang",
+    "oneapi",
+    "newapi",
+    "openai",
+    "litellm",
+    "openrouter",
+    "anthropic",
+)
+# The platforms that can disable a key without destroying it (so a quarantine can be undone with
+# `keywatch restore`); on the others a quarantine deletes the key.
+CAN_DISABLE: Final[frozenset[ProviderKind]] = frozenset(
+    {"oneapi", "newapi", "litellm", "openrouter", "anthropic"}
+)
 
 Severity = Literal["info", "warning", "critical", "security"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("info", "warning", "critical", "security")  # least to most urgent

@@ -56,7 +56,11 @@ class ProviderSettings(Section):
     ] = field(
         metadata=key("Unique name of the relay, [a-z0-9_-]+; the `provider` label of its metrics and alerts.")
     )
-    kind: ProviderKind = field(metadata=key("What the relay runs: laozhang | oneapi | newapi | openai."))
+    kind: ProviderKind = field(
+        metadata=key(
+            "What the relay runs: laozhang | oneapi | newapi | openai | litellm | openrouter | anthropic."
+        )
+    )
     base_url: Annotated[str, HttpUrl()] = field(
         metadata=key("The relay's http(s) root, e.g. https://relay.example.com (no user or password in it).")
     )

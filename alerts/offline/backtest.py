@@ -134,6 +134,9 @@ class _RecordingRelay:
         self.revoked.append(token_id)
         return RevokeOutcome(True, True, "recorded")
 
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        return RevokeOutcome(True, True, "recorded")
+
     async def verify_refused(self, token_id: str) -> bool | None:
         return True
 

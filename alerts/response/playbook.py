@@ -22,7 +22,10 @@ def replacement_name(token: str, *, now: float | None = None) -> str:
     return "-".join([*parts[:-2], stamp])
 
 
-def leak_playbook(token: str, decision: Decision, *, now: float | None = None) -> str:
+def leak_playbook(
+    token: str, decision: Decision, *, now: float | None = None, restorable: bool = False
+) -> str:
+    """`restorable`: the quarantine disabled the key (it was not deleted), so it can be undone."""
     first = {
         "done": "1. Revoked: keywatch quarantined the token.",
         "pending_verification": "1. Revoked at the relay; keywatch keeps checking that the key is refused.",
@@ -37,6 +40,14 @@ def leak_playbook(token: str, decision: Decision, *, now: float | None = None) -
             "3. Assess the impact: unusual calls, models and client IPs above, cost since the onset, data exposed.",
             f"4. Create a replacement token, e.g. {replacement_name(token, now=now)}, with an IP whitelist and limits.",
             "5. Update the applications that used the old key, then confirm the old one stays unused.",
+            *(
+                [
+                    f"If this was a false alarm: `keywatch restore {token} --reason '<why>'` re-enables the key "
+                    "(audited, verified at the relay, announced here)."
+                ]
+                if decision.quarantined and restorable
+                else []
+            ),
         ]
     )
 

@@ -33,11 +33,14 @@ from monitor.policy import PolicyBook
 from monitor.providers.base import Provider, ProviderError
 from monitor.settings import Response
 
-__all__ = ["ACTIONS", "Decision", "Responder", "quarantine_actions"]
+__all__ = ["ACTIONS", "RESTORE", "Decision", "Responder", "quarantine_actions"]
 
 log = logging.getLogger("keywatch.response")
 
 Mode = Literal["auto", "manual", "report"]
+# Rows of `keywatch restore` (mode "restore"): a human re-enabled a token a quarantine disabled.
+RESTORE = "restore"
+QUARANTINE_MODES = ("auto", "manual", "report")
 # What a row can say. Final: done, dry_run, failed, blocked. Open: in_progress, retry, pending_verification.
 ActionState = Literal["in_progress", "retry", "pending_verification", "done", "dry_run", "failed", "blocked"]
 OPEN_STATES = ("in_progress", "retry", "pending_verification")
@@ -192,6 +195,67 @@ class Responder:
         row_id = self._insert(provider, token_id, token, mode, reason, None, "in_progress", "")
         return await self._execute(row_id)
 
+    async def restore(self, *, provider: str, token_id: str, token: str, reason: str) -> Decision:
+        """`keywatch restore`: re-enable a token a quarantine disabled, after a human review.
+        Recorded (mode `restore`) before and after the relay is called; the incident it undoes is
+        not quarantined again (a new incident still is)."""
+        last = self._last_quarantine(provider, token_id)
+        if last is None:
+            return Decision("none", "not quarantined by keywatch: nothing to restore")
+        if str(last.action) == "delete":
+            return Decision("failed", "its quarantine deleted the key: a deleted key cannot be restored")
+        relay = self._providers(provider)
+        if relay is None:
+            return Decision("failed", f"provider {provider} is not configured")
+        row_id = self._insert(
+            provider, token_id, token, RESTORE, reason, None, "in_progress", f"undoes quarantine #{last.id}"
+        )
+        try:
+            outcome = await relay.restore(token_id)
+        except ProviderError as exc:
+            self._update(row_id, "failed", f"{exc.reason}: {exc}")
+            return Decision("failed", f"restore FAILED: {exc}")
+        if not outcome.done:
+            self._update(row_id, "failed", outcome.detail)
+            return Decision("failed", f"restore FAILED: {outcome.detail}")
+        self._update(row_id, "done", outcome.detail, verified=outcome.verified)
+        log.warning("restored %s/%s after review: %s (%s)", provider, token, reason, outcome.detail)
+        return Decision("done", "restored" if outcome.verified else f"restored ({outcome.detail})")
+
+    def _last_quarantine(self, provider: str, token_id: str) -> sa.Row[tuple[object, ...]] | None:
+        """The token's quarantine in force: the newest done one, unless a restore followed it."""
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(quarantine_actions)
+                .where(
+                    c.provider == provider,
+                    c.token_id == token_id,
+                    c.mode.in_(QUARANTINE_MODES),
+                    c.state.in_(("done", "pending_verification")),
+                )
+                .order_by(c.id.desc())
+            ).first()
+        if row is None or self._restored_since(provider, token_id, int(row.id)):
+            return None
+        return row
+
+    def _restored_since(self, provider: str, token_id: str, row_id: int) -> bool:
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(quarantine_actions)
+                .where(
+                    c.provider == provider,
+                    c.token_id == token_id,
+                    c.mode == RESTORE,
+                    c.state == "done",
+                    c.id > row_id,
+                )
+            ).scalar_one()
+        return int(n) > 0
+
     def _owns(self, provider: str) -> bool:
         return self._ownership is None or self._ownership.owns(provider)
 
@@ -212,6 +276,10 @@ class Responder:
 
     async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:
         state = str(row.state)
+        if state in ("done", "pending_verification") and self._restored_since(
+            str(row.provider), str(row.token_id), int(row.id)
+        ):
+            return Decision("none", "restored after review: not quarantined again for this incident")
         if state in OPEN_STATES:
             return await self._execute(int(row.id))
         if state == "done":  # the same words every cycle, so the alert's annotation stays put
@@ -316,18 +384,20 @@ class Responder:
 
     # --- rows --------------------------------------------------------------------------------
     def _already_quarantined(self, provider: str, token_id: str) -> bool:
+        """A quarantine of the token is in force or under way (and no restore followed it)."""
         c = quarantine_actions.c
         with self._engine.connect() as conn:
-            n = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(quarantine_actions)
+            newest = conn.execute(
+                sa.select(c.id)
                 .where(
                     c.provider == provider,
                     c.token_id == token_id,
+                    c.mode.in_(QUARANTINE_MODES),
                     c.state.in_(("done", "pending_verification", "in_progress", "retry")),
                 )
-            ).scalar_one()
-        return int(n) > 0
+                .order_by(c.id.desc())
+            ).first()
+        return newest is not None and not self._restored_since(provider, token_id, int(newest[0]))
 
     def _row_for_episode(self, episode: str) -> sa.Row[tuple[object, ...]] | None:
         c = quarantine_actions.c

@@ -35,6 +35,11 @@ class Provider(Protocol):
         """Disable (or delete) a token at the relay."""
         ...
 
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        """Re-enable a token this keywatch disabled (`keywatch restore`); `done` False with the
+        reason where the platform cannot (a deleted key is gone for good)."""
+        ...
+
     async def verify_refused(self, token_id: str) -> bool | None:
         """True once the relay refuses the token's key; None when keywatch has no key to try."""
         ...

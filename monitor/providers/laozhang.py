@@ -160,6 +160,11 @@ class LaozhangProvider:
             return RevokeOutcome(False, False, "no such token at the relay")
         return RevokeOutcome(False, False, f"HTTP {response.status_code}")
 
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        return RevokeOutcome(
+            False, False, "laozhang cannot re-enable a key: its quarantine deletes it for good"
+        )
+
     async def verify_refused(self, token_id: str) -> bool | None:
         key = self._keys.get(self._ids_to_names.get(token_id, ""))
         if not key:

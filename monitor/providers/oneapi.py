@@ -266,6 +266,25 @@ class OneAPIProvider:
             return RevokeOutcome(True, False, f"{done}; not verified: no key to try (set reveal_keys: true)")
         return RevokeOutcome(True, False, f"{done}; pending verification: {self._stale_note()}")
 
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        """Status back to enabled (1); verified when the relay takes the key again."""
+        if not token_id.isdigit():
+            return RevokeOutcome(False, False, f"not a {self.kind} token id: {token_id[:20]!r}")
+        try:
+            await self._api.call(
+                "PUT", "/api/token/", params={"status_only": "true"}, json={"id": int(token_id), "status": 1}
+            )
+        except ConsoleRejected as exc:
+            return RevokeOutcome(False, False, str(exc))
+        key = self._keys.held(token_id) or await self._keys.for_verification(token_id)
+        if key is None:
+            return RevokeOutcome(True, False, "enabled; not verified: no key to try (set reveal_keys: true)")
+        accepted = not await self._refused(key)
+        self._keys.refused(token_id)  # done with the key either way: nothing more to verify with it
+        if accepted:
+            return RevokeOutcome(True, True, "enabled; the relay takes the key again")
+        return RevokeOutcome(True, False, f"enabled; the relay still refuses the key: {self._stale_note()}")
+
     def _stale_note(self) -> str:
         return "one-api may serve the key from its token cache for up to 600 s"
 

@@ -164,6 +164,11 @@ class OpenAIProvider:
         verified = bool(await self.verify_refused(token_id))
         return RevokeOutcome(True, verified, "deleted" if verified else "deleted; the key is still listed")
 
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        return RevokeOutcome(
+            False, False, "OpenAI project keys cannot be re-enabled: a quarantine deletes the key"
+        )
+
     async def verify_refused(self, token_id: str) -> bool | None:
         """True once the key is gone from the project (a deleted key can never be used again)."""
         response = await self._http.request(

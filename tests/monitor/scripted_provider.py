@@ -26,6 +26,7 @@ class ScriptedProvider:
         self.kind = kind
         self.answers: deque[Answer] = deque(answers)
         self.revoked: list[tuple[str, bool]] = []  # (token id, delete)
+        self.restored: list[str] = []
         self.refuses: bool | None = True  # what verify_refused says once a token is revoked
 
     async def poll(self) -> PollResult:
@@ -40,6 +41,10 @@ class ScriptedProvider:
     async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
         self.revoked.append((token_id, delete))
         return RevokeOutcome(done=True, verified=False)
+
+    async def restore(self, token_id: str) -> RevokeOutcome:
+        self.restored.append(token_id)
+        return RevokeOutcome(done=True, verified=self.refuses is not None)
 
     async def verify_refused(self, token_id: str) -> bool | None:
         return self.refuses

@@ -163,7 +163,7 @@ BAD: list[tuple[str, str, str, str]] = [
         "bad-kind",
         PROVIDER.replace("kind: laozhang", "kind: laozang"),
         "providers[0].kind",
-        "must be one of laozhang, oneapi, newapi, openai; got 'laozang'",
+        "must be one of laozhang, oneapi, newapi, openai, litellm, openrouter, anthropic; got 'laozang'",
     ),
     (
         "base-url-with-credentials",
