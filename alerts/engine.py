@@ -119,7 +119,7 @@ class AlertEngine:
             settings,
             clock=clock,
             ownership=ownership,
-            sender=ownership.instance if ownership is not None and ownership.shared else "",
+            sender=ownership.member if ownership is not None and ownership.shared else "",
         )
         self.policies = PolicyBook(settings.tokens, settings.response.protect)
         self._tz = {p.name: ZoneInfo(p.timezone) for p in settings.providers}

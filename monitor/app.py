@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from alerts import api as alerts_api
@@ -21,7 +21,7 @@ from alerts.engine import AlertEngine
 from alerts.response import leak_reports
 from monitor import __version__
 from monitor.clock import Clock, SystemClock
-from monitor.cluster import Beat, Cluster, InstanceConflict, Solo, default_instance_name
+from monitor.cluster import Beat, Cluster, Solo, default_instance_name
 from monitor.cluster import families as cluster_families
 from monitor.config import ConfigError
 from monitor.gcpolicy import GcPolicy
@@ -125,15 +125,16 @@ class Daemon:
 
     # --- several instances (monitor.cluster) ----------------------------------------------
     async def _first_beat(self) -> None:
-        """Before polling anything: which providers are this instance's (all of them on SQLite)."""
+        """Before polling anything: which providers are this instance's (all of them on SQLite).
+        A database that does not answer yet is one line; the heartbeat keeps trying."""
         if not isinstance(self.cluster, Cluster) or self.cluster.owned() or self._heartbeat_task:
             return
         try:
             beat = await asyncio.to_thread(self.cluster.beat)
-        except InstanceConflict as exc:
-            # A restart under the same name (a container keeps its host name and pid) waits for
-            # the old heartbeat to age past the lease; two live processes wait forever, loudly.
-            log.error("cluster: %s; polling nothing until that instance is gone", exc)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error(
+                "cluster: first heartbeat failed: %s (polling nothing until one succeeds)", _one_line(exc)
+            )
             self._heartbeat_failing = True
             return
         log.info(
@@ -158,18 +159,25 @@ class Daemon:
                 pass
             try:
                 beat = await asyncio.to_thread(cluster.beat)
-            except (SQLAlchemyError, OSError, InstanceConflict) as exc:
+            except (SQLAlchemyError, OSError) as exc:
                 if not self._heartbeat_failing:
                     log.error(
                         "cluster heartbeat failed: %s (leases lapse unless it recovers)", _one_line(exc)
                     )
                 self._heartbeat_failing = True
-                await self._reconcile(Beat())
-                continue
-            if self._heartbeat_failing:
-                log.info("cluster heartbeat recovered: polling %s", ", ".join(cluster.owned()) or "nothing")
-            self._heartbeat_failing = False
-            await self._reconcile(beat)
+                beat = Beat()
+            else:
+                if self._heartbeat_failing:
+                    log.info(
+                        "cluster heartbeat recovered: polling %s", ", ".join(cluster.owned()) or "nothing"
+                    )
+                self._heartbeat_failing = False
+            try:
+                await self._reconcile(beat)
+            except (SQLAlchemyError, OSError) as exc:  # reading a gained provider's state failed
+                log.error(
+                    "cluster: taking over providers failed: %s (tried again next heartbeat)", _one_line(exc)
+                )
 
     async def _reconcile(self, beat: Beat) -> None:
         """Make the pollers match the leases held now. A provider taken again under a new epoch
@@ -182,19 +190,26 @@ class Daemon:
         add = [name for name in sorted((owned - current) | retaken) if name in wanted]
         if not drop and not add:
             return
+        deadline = max((self._provider_settings[n].poll_deadline for n in drop), default=0.0)
         clients = [self._drop_provider(name) for name in sorted(drop)]
         if drop:
             self.alerts.release_providers(sorted(drop))
-        for name in add:
-            self._add_provider(wanted[name])
-        if add:
-            states = [s for name in add for s in self.pollers[name].states.values()]
-            self.alerts.adopt_providers(add, states, self.reader)
-        self.exposition.retain_providers(self.pollers)
-        self.schedule.register(self.jobs())  # before the old clients close: no run picks one up
-        for client in clients:
-            if client is not None:
-                await client.aclose()
+        added: list[str] = []
+        try:
+            for name in add:
+                self._add_provider(wanted[name])
+                added.append(name)
+        finally:  # a database error part way: the providers added so far are adopted properly
+            if added:
+                states = [s for name in added for s in self.pollers[name].states.values()]
+                self.alerts.adopt_providers(added, states, self.reader)
+            self.exposition.retain_providers(self.pollers)
+            self.schedule.register(self.jobs())  # before the old clients close: no run picks one up
+            # A poll of a dropped provider may still be on its way (its write will be fenced):
+            # its client closes once that poll's deadline has surely passed.
+            dropped = [c for c in clients if c is not None]
+            if dropped:
+                asyncio.get_running_loop().create_task(_close_later(dropped, deadline + 5))
         log.info(
             "instance %s now polls %s (gained %s, lost %s)",
             self.cluster.instance,
@@ -355,7 +370,7 @@ class Daemon:
             deadline=ps.poll_deadline,
             redactor=Redactor([ps.admin_token.reveal(), *(k.reveal() for k in ps.keys.values())]),
             owned=lambda: cluster.owns(name),
-            guard=(lambda conn: cluster.guard(conn, name)) if cluster.shared else None,
+            guard=_guard(cluster, name) if isinstance(cluster, Cluster) else None,
         )
         poller.listeners.append(self._timed_rules(health))
         poller.listeners.append(self._settle)
@@ -494,11 +509,19 @@ class Daemon:
             return await asyncio.to_thread(self._token_rows.build, states, policies, scores)
 
     async def audit_digest(self) -> None:
-        """Checked hourly; the digest itself goes out once a week (its schedule is in the database)."""
-        self.alerts.send_digest_if_due(self._all_states())
+        """Checked hourly; the digest itself goes out once a week (its schedule is in the database).
+        With several instances the leader sends it, on every token in the database."""
+        if self.cluster.shared:
+            by_provider = await asyncio.to_thread(self.reader.token_states)
+            states = [s for by_id in by_provider.values() for s in by_id.values()]
+        else:
+            states = self._all_states()
+        self.alerts.send_digest_if_due(states)
 
     async def prune(self) -> None:
         pruned = await asyncio.to_thread(prune, self.engine, self.settings.retention, now=self.clock.now())
+        if isinstance(self.cluster, Cluster):  # members killed long ago leave the live set's table
+            await asyncio.to_thread(self.cluster.forget_departed, 86400.0)
         log.info(
             "retention: removed %d deltas, %d hourly rows, %d poll runs, %d logged requests",
             pruned.deltas,
@@ -517,6 +540,23 @@ class Daemon:
                 pruned.alerts,
                 pruned.log,
             )
+
+
+def _guard(cluster: Cluster, provider: str) -> Callable[[Connection], None]:
+    """The fence of one poller: the lease at the epoch it was built under (a poller rebuilt
+    after the provider was taken again makes its predecessor's late write fail)."""
+    epoch = cluster.epoch(provider)
+
+    def check(conn: Connection) -> None:
+        cluster.guard(conn, provider, epoch=epoch)
+
+    return check
+
+
+async def _close_later(clients: list[httpx.AsyncClient], delay: float) -> None:
+    await asyncio.sleep(delay)
+    for client in clients:
+        await client.aclose()
 
 
 def _one_line(exc: BaseException) -> str:

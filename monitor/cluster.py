@@ -16,6 +16,10 @@ What an instance may do is decided twice:
   action finds the row changed and rolls back (`Fenced`). So a paused or partitioned instance that
   comes back cannot act for a provider it lost.
 
+The leases belong to a member, one process: its instance name and a random session. A process
+restarted under its old name takes its share afresh (its predecessor's leases run out), and two
+processes given one name by mistake are two members, never one owner twice.
+
 Work is spread evenly: each instance aims at its share of the providers (an even split over the
 live instances, the remainder to the first by name), gives up the leases above it (a new
 instance then takes them) and takes free ones up to it.
@@ -35,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 
 from monitor import __version__
 from monitor.metrics import Family
@@ -46,7 +50,6 @@ __all__ = [
     "Beat",
     "Cluster",
     "Fenced",
-    "InstanceConflict",
     "Ownership",
     "Solo",
     "default_instance_name",
@@ -88,15 +91,16 @@ class Fenced(Exception):
     """This instance does not hold the lease (any more): the action must not happen."""
 
 
-class InstanceConflict(Exception):
-    """Another live process runs under this instance name."""
-
-
 class Ownership(Protocol):
     """What the daemon asks before and while acting for a provider."""
 
-    instance: str
+    instance: str  # the configured name, for people and metrics
     shared: bool  # several instances may share the database (PostgreSQL)
+
+    @property
+    def member(self) -> str:
+        """This process, for leases and claims (the name and a per-process session)."""
+        ...
 
     def owns(self, provider: str) -> bool: ...
 
@@ -115,7 +119,7 @@ class Solo:
     shared = False
 
     def __init__(self, instance: str, providers: Iterable[str]) -> None:
-        self.instance = instance
+        self.instance = self.member = instance
         self._providers = sorted(providers)
 
     def set_providers(self, providers: Iterable[str]) -> None:
@@ -153,7 +157,11 @@ class _Held:
 @dataclass(slots=True)
 class Cluster:
     """Leases in PostgreSQL. `beat()` is blocking database work: call it from a worker thread,
-    every `period` seconds (lease / 3: two renewals can fail before the lease is gone)."""
+    every `period` seconds (lease / 3: two renewals can fail before the lease is gone).
+
+    The leases are held by `member`, this process (the instance name and a random session): a
+    process restarted under the same name, or two processes given one name by mistake, never
+    share leases, fences or outbox claims; each is a member of its own."""
 
     engine: Engine
     instance: str
@@ -162,8 +170,11 @@ class Cluster:
     monotonic: Callable[[], float] = field(default_factory=lambda: _uptime)
     session: str = field(default_factory=lambda: secrets.token_hex(8))
     _held: dict[str, _Held] = field(default_factory=dict)
-    _started: bool = False
     shared: bool = True
+
+    @property
+    def member(self) -> str:
+        return f"{self.instance}/{self.session}"
 
     @property
     def period(self) -> float:
@@ -184,30 +195,41 @@ class Cluster:
             n.removeprefix(_PROVIDER) for n in self._held if n.startswith(_PROVIDER) and self._valid(n)
         )
 
+    def epoch(self, provider: str) -> int | None:
+        """The epoch this member holds the provider under, None if it does not."""
+        held = self._held.get(_PROVIDER + provider)
+        return held.epoch if held is not None and self._valid(_PROVIDER + provider) else None
+
     def _valid(self, name: str) -> bool:
         held = self._held.get(name)
         return held is not None and self.monotonic() < held.until
 
     # --- fencing --------------------------------------------------------------------------------
-    def guard(self, conn: Connection, provider: str) -> None:
+    def guard(self, conn: Connection, provider: str, *, epoch: int | None = None) -> None:
+        """`epoch`: the one the acting component was built under (a poller rebuilt after the
+        provider was taken again must not let its predecessor's write through)."""
         name = _PROVIDER + provider
         held = self._held.get(name)
         if held is None or self.monotonic() >= held.until:
             raise Fenced(f"{self.instance} does not hold {provider}")
+        if epoch is not None and epoch != held.epoch:
+            raise Fenced(f"{self.instance} holds {provider} under epoch {held.epoch}, not {epoch}")
         row = conn.execute(
             text(
                 f"SELECT 1 FROM leases WHERE name = :n AND owner = :o AND epoch = :e AND expires_at > {_NOW} "
                 "FOR SHARE"
             ),
-            {"n": name, "o": self.instance, "e": held.epoch},
+            {"n": name, "o": self.member, "e": held.epoch},
         ).first()
         if row is None:
             raise Fenced(f"{self.instance} lost {provider} (epoch {held.epoch})")
 
     # --- the heartbeat --------------------------------------------------------------------------
     def beat(self) -> Beat:
-        """Renew what this instance holds, give up what is above its share, take free leases up
-        to it. One transaction; the local deadlines move only once it committed."""
+        """Renew what this member holds, give up what is above its share, take free leases up
+        to it. One transaction; the local deadlines move only once it committed. Rows held by
+        others are never locked (free ones are picked with SKIP LOCKED): two members below their
+        share, at a failover, cannot wait on each other or on an owner's poll."""
         began = self.monotonic()
         before = {n: h.epoch for n, h in self._held.items()}
         with self.engine.begin() as conn:
@@ -220,7 +242,6 @@ class Cluster:
                     {"since": now - self.lease},
                 )
             ]
-            live = max(len(alive), 1)
             held: dict[str, int] = {
                 str(n): int(e)
                 for n, e in conn.execute(
@@ -228,39 +249,28 @@ class Cluster:
                         "UPDATE leases SET expires_at = :until WHERE owner = :me AND expires_at > :now "
                         "RETURNING name, epoch"
                     ),
-                    {"until": now + self.lease, "me": self.instance, "now": now},
+                    {"until": now + self.lease, "me": self.member, "now": now},
                 )
             }
             wanted = [_PROVIDER + p for p in self.providers]
             mine = [n for n in held if n.startswith(_PROVIDER)]
             gone = [n for n in mine if n not in wanted]  # a provider no longer configured
-            share = _share(len(wanted), alive, self.instance)
-            extra = sorted(n for n in mine if n in wanted)[share:] if len(mine) - len(gone) > share else []
+            share = _share(len(wanted), alive, self.member)
+            kept = sorted(n for n in mine if n in wanted)
+            extra = kept[share:] if len(kept) > share else []
             for name in [*gone, *extra]:
                 conn.execute(
                     text("UPDATE leases SET owner = NULL, expires_at = 0 WHERE name = :n AND owner = :me"),
-                    {"n": name, "me": self.instance},
+                    {"n": name, "me": self.member},
                 )
                 held.pop(name, None)
             count = sum(1 for n in held if n.startswith(_PROVIDER))
-            # Each instance tries the free leases in its own order: several starting together
-            # do not all race for the same row.
-            for name in sorted(wanted, key=lambda n: zlib.crc32(f"{self.instance}/{n}".encode())):
-                if count >= share:
-                    break
-                if name in held:
-                    continue
-                epoch = self._take(conn, name, now)
-                if epoch is not None:
+            want_leader = LEADER not in held
+            if count < share or want_leader:
+                for name, epoch in self._take(conn, wanted, held, share - count, want_leader, now).items():
                     held[name] = epoch
-                    count += 1
-            if LEADER not in held:
-                epoch = self._take(conn, LEADER, now)
-                if epoch is not None:
-                    held[LEADER] = epoch
         until = began + self.lease * _LOCAL_SHARE
         self._held = {n: _Held(e, until) for n, e in held.items()}
-        self._started = True
         gained = tuple(
             sorted(
                 n.removeprefix(_PROVIDER)
@@ -275,75 +285,78 @@ class Cluster:
                 if n.startswith(_PROVIDER) and held.get(n) != before[n]
             )
         )
-        return Beat(gained, lost, live, (LEADER in held) != (LEADER in before))
+        return Beat(gained, lost, max(len(alive), 1), (LEADER in held) != (LEADER in before))
+
+    def _take(
+        self, conn: Connection, wanted: list[str], held: dict[str, int], room: int, leader: bool, now: float
+    ) -> dict[str, int]:
+        """Free or expired leases, up to `room` providers (and the leader's if wanted): each
+        member tries them in its own order, so several starting together spread out."""
+        names = [n for n in wanted if n not in held] + ([LEADER] if leader else [])
+        if not names:
+            return {}
+        conn.execute(  # rows for providers never leased yet; DO NOTHING locks no existing row
+            text(
+                "INSERT INTO leases (name, owner, epoch, expires_at) VALUES (:n, NULL, 0, 0) ON CONFLICT (name) DO NOTHING"
+            ),
+            [{"n": n} for n in names],
+        )
+        free = {
+            str(n)
+            for (n,) in conn.execute(
+                text(
+                    "SELECT name FROM leases WHERE name IN :names AND (owner IS NULL OR expires_at <= :now) "
+                    "ORDER BY name FOR UPDATE SKIP LOCKED"
+                ).bindparams(bindparam("names", expanding=True)),
+                {"names": names, "now": now},
+            )
+        }
+        taken: dict[str, int] = {}
+        order = sorted(free - {LEADER}, key=lambda n: zlib.crc32(f"{self.instance}/{n}".encode()))
+        for name in order[: max(room, 0)] + ([LEADER] if LEADER in free else []):
+            (epoch,) = conn.execute(
+                text(
+                    "UPDATE leases SET owner = :me, epoch = epoch + 1, expires_at = :until WHERE name = :n "
+                    "RETURNING epoch"
+                ),
+                {"me": self.member, "until": now + self.lease, "n": name},
+            ).one()
+            taken[name] = int(epoch)
+        return taken
 
     def _announce(self, conn: Connection, now: float) -> None:
-        row = conn.execute(
-            text("SELECT session, heartbeat_at FROM instances WHERE name = :n FOR UPDATE"),
-            {"n": self.instance},
-        ).first()
-        if (
-            row is not None
-            and row[0] != self.session
-            and not self._started
-            and float(row[1]) > now - self.lease
-        ):
-            raise InstanceConflict(
-                f"another keywatch runs as instance {self.instance!r} (its heartbeat is "
-                f"{now - float(row[1]):.0f} s old); give each instance its own cluster.instance"
-            )
-        values = {
-            "n": self.instance,
-            "s": self.session,
-            "v": __version__,
-            "h": socket.gethostname()[:200],
-            "now": now,
-        }
-        if row is None:
-            conn.execute(
-                text(
-                    "INSERT INTO instances (name, session, version, host, started_at, heartbeat_at) "
-                    "VALUES (:n, :s, :v, :h, :now, :now)"
-                ),
-                values,
-            )
-        else:
-            started = ", started_at = :now" if row[0] != self.session else ""
-            conn.execute(
-                text(
-                    f"UPDATE instances SET session = :s, version = :v, host = :h, heartbeat_at = :now{started} "
-                    "WHERE name = :n"
-                ),
-                values,
-            )
-
-    def _take(self, conn: Connection, name: str, now: float) -> int | None:
-        """The lease if it is free or expired: the epoch granted, else None."""
-        row = conn.execute(
+        conn.execute(
             text(
-                "INSERT INTO leases (name, owner, epoch, expires_at) VALUES (:n, :me, 1, :until) "
-                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, epoch = leases.epoch + 1, "
-                "expires_at = excluded.expires_at "
-                "WHERE leases.owner IS NULL OR leases.expires_at <= :now "
-                "RETURNING epoch"
+                "INSERT INTO instances (name, session, version, host, started_at, heartbeat_at) "
+                "VALUES (:n, :s, :v, :h, :now, :now) "
+                "ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
             ),
-            {"n": name, "me": self.instance, "until": now + self.lease, "now": now},
-        ).first()
-        return None if row is None else int(row[0])
+            {
+                "n": self.member,
+                "s": self.session,
+                "v": __version__,
+                "h": socket.gethostname()[:200],
+                "now": now,
+            },
+        )
 
     def release(self) -> None:
         """On a clean stop: give every lease back at once (the others take over at their next
         heartbeat instead of after the lease runs out) and leave the live set."""
         with self.engine.begin() as conn:
             conn.execute(
-                text("UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner = :me"),
-                {"me": self.instance},
+                text("UPDATE leases SET owner = NULL, expires_at = 0 WHERE owner = :me"), {"me": self.member}
             )
-            conn.execute(
-                text("UPDATE instances SET heartbeat_at = 0 WHERE name = :n AND session = :s"),
-                {"n": self.instance, "s": self.session},
-            )
+            conn.execute(text("DELETE FROM instances WHERE name = :n"), {"n": self.member})
         self._held = {}
+
+    def forget_departed(self, older_than: float) -> int:
+        """Members whose heartbeat stopped long ago (killed, not stopped cleanly): their rows go."""
+        with self.engine.begin() as conn:
+            now = float(conn.execute(text(f"SELECT {_NOW}")).scalar_one())
+            return conn.execute(
+                text("DELETE FROM instances WHERE heartbeat_at < :before"), {"before": now - older_than}
+            ).rowcount
 
 
 def families(ownership: Ownership, providers: Iterable[str]) -> list[Family]:
@@ -367,8 +380,8 @@ def families(ownership: Ownership, providers: Iterable[str]) -> list[Family]:
 
 
 def _share(providers: int, alive: list[str], me: str) -> int:
-    """This instance's fair number of providers: an even split, the remainder going to the first
-    instances by name, so that every instance computes the same split from the same live set."""
+    """This member's fair number of providers: an even split, the remainder going to the first
+    members by name, so that every member computes the same split from the same live set."""
     if me not in alive:
         alive = sorted([*alive, me])
     base, rest = divmod(providers, len(alive))

@@ -110,13 +110,10 @@ class Poller:
         try:
             async with asyncio.timeout(self._deadline):
                 result = await self.provider.poll()
-        except TimeoutError:
-            report = await self._fail(started, "timeout", f"the poll took longer than {self._deadline:g}s")
-        except ProviderError as exc:
-            report = await self._fail(started, exc.reason, str(exc))
-        except Exception as exc:  # a bug must not stop the daemon: record it loudly and go on
-            log.exception("poll of %s failed unexpectedly", name)
-            report = await self._fail(started, "internal", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            if not self._owned():  # moved to another instance meanwhile (its client may be closed)
+                return None
+            report = await self._poll_failed(started, exc)
         else:
             try:
                 report = await self._store(result, started)
@@ -137,6 +134,15 @@ class Poller:
                 log.exception("a cycle listener failed for provider %s", name)
         self._exposition.invalidate()  # listeners (the alert engine) change what /metrics shows
         return report
+
+    async def _poll_failed(self, started: float, exc: Exception) -> CycleReport:
+        if isinstance(exc, TimeoutError):
+            return await self._fail(started, "timeout", f"the poll took longer than {self._deadline:g}s")
+        if isinstance(exc, ProviderError):
+            return await self._fail(started, exc.reason, str(exc))
+        # a bug must not stop the daemon: record it loudly and go on
+        log.exception("poll of %s failed unexpectedly", self.provider.name, exc_info=exc)
+        return await self._fail(started, "internal", f"{type(exc).__name__}: {exc}")
 
     async def _store(self, result: PollResult, started: float) -> CycleReport:
         name = self.provider.name

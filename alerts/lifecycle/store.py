@@ -273,10 +273,11 @@ class AlertStore:
             ).mappings()
             return _outbox_from_row(row.one())
 
-    def claim_due(self, now: float, limit: int, *, by: str, until: float) -> list[OutboxItem]:
+    def claim_due(self, now: float, limit: int, *, by: str, hold: float) -> list[OutboxItem]:
         """Several senders (PostgreSQL): the due rows no other sender is claiming right now,
         pending -> sending in one statement (FOR UPDATE SKIP LOCKED: two instances never get the
-        same row, and neither waits for the other)."""
+        same row, and neither waits for the other). The claim holds `hold` seconds by the
+        database's clock, so the hosts' clocks need not agree."""
         o = notification_outbox.c
         due = (
             sa.select(o.id)
@@ -289,10 +290,26 @@ class AlertStore:
             rows = conn.execute(
                 notification_outbox.update()
                 .where(o.id.in_(due.scalar_subquery()))
-                .values(state="sending", attempts=o.attempts + 1, claimed_by=by, claimed_until=until)
+                .values(
+                    state="sending", attempts=o.attempts + 1, claimed_by=by, claimed_until=_db_now() + hold
+                )
                 .returning(*notification_outbox.c)
             ).mappings()
             return sorted((_outbox_from_row(r) for r in rows), key=lambda i: (i.next_attempt_at, i.id or 0))
+
+    def requeue_expired(self) -> int:
+        """Several senders (PostgreSQL): rows whose sender's claim ran out by the database's clock
+        (it died mid-send), or that no sender claimed by name (a release before claims), go back
+        to pending: at least once across crashes."""
+        o = notification_outbox.c
+        cond = sa.and_(o.state == "sending", sa.or_(o.claimed_by.is_(None), o.claimed_until < _db_now()))
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                notification_outbox.update()
+                .where(cond)
+                .values(state="pending", claimed_by=None, claimed_until=None)
+            )
+            return result.rowcount
 
     def finish(
         self,
@@ -328,20 +345,12 @@ class AlertStore:
                 _bump(conn, state, 1)
             return done
 
-    def requeue_sending(self, *, by: str = "", now: float | None = None) -> int:
-        """Rows caught mid-send go back to pending: at-least-once delivery. Without `by` (one
-        instance, at start): every such row. With it (several instances): the rows this sender
-        claimed (it restarted), those claimed by a release before claims (no claimer), and those
-        whose claim ran out at `now` (their sender died)."""
-        o = notification_outbox.c
-        cond = o.state == "sending"
-        if by:
-            expired = o.claimed_until < now if now is not None else sa.false()
-            cond = sa.and_(cond, sa.or_(o.claimed_by == by, o.claimed_by.is_(None), expired))
+    def requeue_sending(self) -> int:
+        """One instance, at start: rows a crash left mid-send go back to pending (at least once)."""
         with self._engine.begin() as conn:
             result = conn.execute(
                 notification_outbox.update()
-                .where(cond)
+                .where(notification_outbox.c.state == "sending")
                 .values(state="pending", claimed_by=None, claimed_until=None)
             )
             return result.rowcount
@@ -410,6 +419,11 @@ class AlertStore:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+def _db_now() -> sa.ColumnElement[Any]:
+    """The database's clock in Unix seconds (PostgreSQL: the shared outbox's claims)."""
+    return sa.extract("epoch", sa.func.clock_timestamp())
 
 
 def _upsert(conn: Connection, table: sa.Table, row: Mapping[str, Any], *, key: tuple[str, ...]) -> None:

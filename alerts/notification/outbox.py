@@ -40,6 +40,13 @@ __all__ = ["EXPIRE_AFTER", "RETRY_UNTIL_DELIVERED", "Backlog", "FlushReport", "O
 
 log = logging.getLogger(__name__)
 
+
+def _uptime() -> float:
+    """Counts while the host sleeps too (a suspended sender must know its claim ran)."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 # A day: a warning or info notice is stale by then (the daily budget window has rolled; what still
 # fires has been queued again as a `repeat` every repeat_interval; hygiene findings come back in the
 # weekly digest), and a day outlasts a night or a weekend morning of a chat or mail outage.
@@ -109,8 +116,8 @@ class Outbox:
         self._batch = batch
         self._sender = sender
         self._claim_for = claim_for
-        if recover:
-            requeued = store.requeue_sending(by=sender)
+        if recover and not sender:  # several senders recover by claim expiry instead (flush)
+            requeued = store.requeue_sending()
             if requeued:
                 log.warning("outbox: %d notification(s) were mid-send at shutdown; sending again", requeued)
 
@@ -150,15 +157,21 @@ class Outbox:
         return FlushReport(sent, retried, failed, expired)
 
     async def _flush_shared(self, now: float) -> FlushReport:
-        requeued = self._store.requeue_sending(by=self._sender, now=now)
+        requeued = self._store.requeue_expired()
         if requeued:
             log.warning("outbox: %d notification(s) whose sender stopped mid-send are sent again", requeued)
         outcomes: list[str] = []
-        while claimed := self._store.claim_due(
-            now, self._batch, by=self._sender, until=now + self._claim_for
-        ):
-            fresh_until = time.monotonic() + self._claim_for / 2
-            outcomes += await asyncio.gather(*(self._attempt(item, now, fresh_until) for item in claimed))
+        while claimed := self._store.claim_due(now, self._batch, by=self._sender, hold=self._claim_for):
+            fresh_until = _uptime() + self._claim_for / 2
+            done = await asyncio.gather(
+                *(self._attempt(item, now, fresh_until) for item in claimed), return_exceptions=True
+            )
+            for item, outcome in zip(claimed, done, strict=True):
+                if isinstance(outcome, BaseException):  # recording the outcome failed: the claim lapses
+                    log.error("outbox: notification %s: %s: %s", item.id, type(outcome).__name__, outcome)
+                    outcomes.append("error")
+                else:
+                    outcomes.append(outcome)
         return FlushReport(
             outcomes.count("sent"),
             outcomes.count("pending"),
@@ -168,7 +181,7 @@ class Outbox:
 
     async def _attempt(self, item: OutboxItem, now: float, fresh_until: float = float("inf")) -> str:
         assert item.id is not None
-        if time.monotonic() > fresh_until:  # paused past half the claim: another may send it
+        if _uptime() > fresh_until:  # paused (or asleep) past half the claim: another may send it
             log.warning("outbox: notification %d left to be sent again (this instance was paused)", item.id)
             return "skipped"
         try:

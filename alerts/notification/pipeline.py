@@ -19,6 +19,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from alerts.lifecycle.records import Alert, Transition
 from alerts.lifecycle.store import AlertStore
 from alerts.notification.grouping import NO_REPEAT_RULES, Dispatcher
@@ -41,6 +43,7 @@ from monitor.clock import Clock
 from monitor.cluster import Ownership
 from monitor.pacing import drain, paced
 from monitor.settings import Notify, Settings
+from monitor.store import store_error_text
 
 __all__ = ["Dispatched", "NotificationPipeline"]
 
@@ -196,7 +199,9 @@ class NotificationPipeline:
                 else:
                     await tick()
                 await self.flush()
-            except Exception:  # keep notifying after a transient database or plugin error
+            except (SQLAlchemyError, OSError) as exc:  # the database comes back: keep notifying
+                log.error("notification pipeline: tick failed: %s", store_error_text(exc))
+            except Exception:  # a plugin's bug: loudly, and keep notifying
                 log.exception("notification pipeline: tick failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -290,10 +290,13 @@ class Responder:
         row = self._get(row_id)
         provider = self._providers(str(row.provider))
         if provider is None:
+            if self._ownership is not None and self._ownership.shared:
+                # Being handed over to this instance, or away from it: the owner finishes it.
+                return Decision("none", f"waiting for the instance that polls {row.provider}")
             self._update(row_id, "failed", f"provider {row.provider} is no longer configured")
             return _decision("failed", "provider no longer configured")
         if row.state == "pending_verification":
-            return await self._verify(row_id, provider, str(row.token_id))
+            return await self._verify(row_id, provider, str(row.token_id), attempts=int(row.attempts))
         action = self._provider_action(str(row.provider)) or self.settings.action
         attempts = int(row.attempts) + 1
         try:  # recorded before acting, with the lease checked in the same transaction
@@ -309,39 +312,71 @@ class Responder:
                 "quarantine of %s/%s left to the instance that polls it: %s", row.provider, row.token, exc
             )
             return Decision("none", "another instance polls this provider now")
+        # From here every outcome is written only while the row is still at this attempt: an
+        # instance that lost the provider mid-call cannot overwrite what the new owner recorded.
         try:
             outcome = await provider.revoke(str(row.token_id), delete=action == "delete")
-        except ProviderError as exc:
+        except Exception as exc:  # ProviderError, or a client closed as the provider moved away
+            reason = getattr(exc, "reason", type(exc).__name__)
             state: ActionState = "retry" if attempts < MAX_ATTEMPTS else "failed"
-            self._update(row_id, state, f"{exc.reason}: {exc}")
-            log.error("quarantine of %s/%s failed (attempt %d): %s", row.provider, row.token, attempts, exc)
+            self._update(row_id, state, f"{reason}: {exc}", expect_attempts=attempts)
+            log.error(
+                "quarantine of %s/%s failed (attempt %d): %s: %s",
+                row.provider,
+                row.token,
+                attempts,
+                reason,
+                exc,
+            )
             return _decision(state, str(exc))
         if not outcome.done:
             if "no such token" in outcome.detail:  # gone already, e.g. a retry after a crash
-                self._update(row_id, "done", outcome.detail)
+                self._update(row_id, "done", outcome.detail, expect_attempts=attempts)
                 return _decision("done", outcome.detail)
-            self._update(row_id, "failed", outcome.detail)
+            self._update(row_id, "failed", outcome.detail, expect_attempts=attempts)
             log.error("quarantine of %s/%s refused: %s", row.provider, row.token, outcome.detail)
             return _decision("failed", outcome.detail)
         log.warning("quarantined %s/%s (%s): %s", row.provider, row.token, row.mode, row.reason)
         if outcome.verified:
-            self._update(row_id, "done", "quarantined and verified: the relay refuses the key", verified=True)
+            self._update(
+                row_id,
+                "done",
+                "quarantined and verified: the relay refuses the key",
+                verified=True,
+                expect_attempts=attempts,
+            )
             return _decision("done", "verified")
-        return await self._verify(row_id, provider, str(row.token_id))
+        return await self._verify(row_id, provider, str(row.token_id), attempts=attempts)
 
-    async def _verify(self, row_id: int, provider: Provider, token_id: str) -> Decision:
+    async def _verify(self, row_id: int, provider: Provider, token_id: str, *, attempts: int) -> Decision:
         try:
             refused = await provider.verify_refused(token_id)
-        except ProviderError as exc:
+        except Exception as exc:  # ProviderError, or a client closed as the provider moved away
             refused = False
-            log.warning("verifying the quarantine of %s failed: %s", token_id, exc)
+            log.warning("verifying the quarantine of %s failed: %s: %s", token_id, type(exc).__name__, exc)
         if refused is None:
-            self._update(row_id, "done", "quarantined; not verified (keywatch has no key for this token)")
+            self._update(
+                row_id,
+                "done",
+                "quarantined; not verified (keywatch has no key for this token)",
+                expect_attempts=attempts,
+            )
             return _decision("done", "not verified")
         if refused:
-            self._update(row_id, "done", "quarantined and verified: the relay refuses the key", verified=True)
+            self._update(
+                row_id,
+                "done",
+                "quarantined and verified: the relay refuses the key",
+                verified=True,
+                expect_attempts=attempts,
+            )
             return _decision("done", "verified")
-        self._update(row_id, "pending_verification", "quarantined; the relay still accepts the key (cache?)")
+        self._update(
+            row_id,
+            "pending_verification",
+            "quarantined; the relay still accepts the key (cache?)",
+            expect_attempts=attempts,
+        )
         return _decision("pending_verification", "pending verification")
 
     # --- reads -------------------------------------------------------------------------------
@@ -457,18 +492,25 @@ class Responder:
         attempts: int | None = None,
         verified: bool | None = None,
         guard: Callable[[Connection], None] | None = None,
+        expect_attempts: int | None = None,
     ) -> None:
+        """`expect_attempts`: write only while the row is still at that attempt."""
         values: dict[str, object] = {"state": state, "detail": detail, "updated_at": self._clock.now()}
         if attempts is not None:
             values["attempts"] = attempts
         if verified is not None:
             values["verified"] = verified
+        c = quarantine_actions.c
+        where = [c.id == row_id]
+        if expect_attempts is not None:
+            where.append(c.attempts == expect_attempts)
         with self._engine.begin() as conn:
             if guard is not None:
                 guard(conn)
-            conn.execute(
-                quarantine_actions.update().where(quarantine_actions.c.id == row_id).values(**values)
-            )
+            if conn.execute(quarantine_actions.update().where(*where).values(**values)).rowcount == 0:
+                log.warning(
+                    "quarantine row %d moved on meanwhile (another instance acted): %s kept", row_id, state
+                )
 
 
 def _decision(state: str, detail: str) -> Decision:

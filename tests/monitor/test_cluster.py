@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from monitor.cluster import LEADER, Cluster, Fenced, InstanceConflict
+from monitor.cluster import LEADER, Cluster, Fenced
 from monitor.store import open_engine
 from tests.postgres import PostgresDatabase
 
@@ -129,10 +129,31 @@ def test_a_clean_stop_hands_over_at_once(engine: Engine) -> None:
     assert two.owned() == PROVIDERS and two.leader()
 
 
-def test_two_live_processes_cannot_share_an_instance_name(engine: Engine) -> None:
-    member(engine, "same").beat()
-    with pytest.raises(InstanceConflict, match="same"):
-        member(engine, "same").beat()
+def test_two_processes_under_one_name_are_two_members_never_one_owner_twice(engine: Engine) -> None:
+    """A restart under the old name, or a name given twice by mistake: leases, fences and claims
+    belong to the process (name and session), so the two split the providers like strangers."""
+    first, second = member(engine, "same"), member(engine, "same")
+    settle(first, second)
+    assert len(first.owned()) == 2 and len(second.owned()) == 2
+    assert set(first.owned()).isdisjoint(second.owned())
+    mine = first.owned()[0]
+    with engine.begin() as conn, pytest.raises(Fenced):
+        second._held["provider:" + mine] = first._held["provider:" + mine]  # even with its epoch
+        second.guard(conn, mine)
+
+
+def test_a_guard_pinned_to_an_epoch_refuses_after_the_provider_was_taken_again(engine: Engine) -> None:
+    clock = Clock()
+    one = member(engine, "one", clock)
+    one.beat()
+    pinned = one.epoch("a")
+    wait_for_expiry()
+    clock.t += LEASE
+    one.beat()  # taken again by the same member, under a new epoch
+    with engine.begin() as conn:
+        one.guard(conn, "a")
+        with pytest.raises(Fenced, match="epoch"):
+            one.guard(conn, "a", epoch=pinned)
 
 
 def test_a_provider_dropped_from_the_config_is_given_back(engine: Engine) -> None:
