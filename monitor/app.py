@@ -36,6 +36,7 @@ from monitor.jobs import (
 )
 from monitor.looplag import LoopLag
 from monitor.metrics import Exposition, ProviderHealth
+from monitor.model import CAN_DISABLE
 from monitor.policy import PolicyBook
 from monitor.poller import CycleListener, CycleReport, Poller
 from monitor.providers.base import Provider
@@ -235,6 +236,14 @@ class Daemon:
     async def start(self, *, serve_http: bool = True) -> None:
         # What can refuse to start (a taken port, a broken key file) is checked before anything
         # runs, so a failed start is one line and no half-started poll.
+        for ps in self.settings.providers:
+            if (ps.action or self.settings.response.action) == "disable" and ps.kind not in CAN_DISABLE:
+                log.warning(
+                    "providers.%s: %s cannot disable a key, so keywatch will not quarantine its tokens; "
+                    "set action: delete on it to let keywatch delete a leaked key (for good)",
+                    ps.name,
+                    ps.kind,
+                )
         sock, app = None, None
         if serve_http:
             for warning in exposure_warnings(self.settings.listen, bool(self.settings.api_token)):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor import __version__
+from monitor.model import PROVIDER_KINDS  # plain values: cheap to import
 
 if TYPE_CHECKING:
     from monitor.settings import Settings
@@ -28,7 +29,7 @@ LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONFIG_NAME = "keywatch.yaml"
 CONFIG_OPTIONAL = frozenset({"backtest"})  # replaying a file needs no relay: defaults will do
-FLAVORS = ("laozhang", "oneapi", "newapi", "openai")  # what `simulate` can play
+FLAVORS = PROVIDER_KINDS  # what `simulate` can play: every provider kind
 SIGNAL_SETS = ("all", "spend")  # alerts.offline.backtest.SIGNAL_SETS (a test keeps them equal)
 
 Handler = Callable[[argparse.Namespace], int]

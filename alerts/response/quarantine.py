@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from monitor.clock import Clock
 from monitor.cluster import Fenced, Ownership
+from monitor.model import CAN_DISABLE
 from monitor.policy import PolicyBook
 from monitor.providers.base import Provider, ProviderError
 from monitor.settings import Response
@@ -219,6 +220,10 @@ class Responder:
             self._update(row_id, "failed", outcome.detail)
             return Decision("failed", f"restore FAILED: {outcome.detail}")
         self._update(row_id, "done", outcome.detail, verified=outcome.verified)
+        if str(last.state) == "pending_verification":  # nothing left to verify: the key is meant to work
+            self._update(
+                int(last.id), "done", "quarantined; restored before the relay was seen refusing the key"
+            )
         log.warning("restored %s/%s after review: %s (%s)", provider, token, reason, outcome.detail)
         return Decision("done", "restored" if outcome.verified else f"restored ({outcome.detail})")
 
@@ -298,6 +303,12 @@ class Responder:
         if row.state == "pending_verification":
             return await self._verify(row_id, provider, str(row.token_id), attempts=int(row.attempts))
         action = self._provider_action(str(row.provider)) or self.settings.action
+        if action == "disable" and provider.kind not in CAN_DISABLE:
+            # Deleting is for good: only where the config says so (laozhang, OpenAI project keys).
+            detail = f"{provider.kind} cannot disable a key; set action: delete on {row.provider} to let keywatch delete it"
+            self._update(row_id, "failed", detail)
+            log.error("quarantine of %s/%s not done: %s", row.provider, row.token, detail)
+            return _decision("failed", detail)
         attempts = int(row.attempts) + 1
         try:  # recorded before acting, with the lease checked in the same transaction
             self._update(

@@ -155,14 +155,16 @@ class RelayHTTP:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         admin: bool = True,
+        auth_header: str = "Authorization",
     ) -> RelayResponse:
-        """The relay's answer once it is not a transient failure.
+        """The relay's answer once it is not a transient failure. `auth_header`: where the
+        credential goes (Anthropic: `x-api-key`, with no Authorization header at all).
 
         Raises AuthError for 401/403 on an admin call (never retried), and ProviderError with a
         reason for transient failures that outlived the retries. Other statuses are returned.
         """
         auth = f"{scheme} {credential.reveal()}" if scheme else credential.reveal()
-        all_headers = {"Authorization": auth, **(headers or {})}
+        all_headers = {auth_header: auth, **(headers or {})}
         url = self._base + path
         attempt = 0
         while True:

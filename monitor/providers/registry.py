@@ -48,6 +48,19 @@ def build_provider(
         return NewAPIProvider(settings, http, log_cursor=log_cursor)
     if settings.kind == "openai":
         return OpenAIProvider(settings, http, log_cursor=log_cursor)
+    # The platforms added in issue 14, imported when configured.
+    if settings.kind == "litellm":
+        from monitor.providers.litellm import LiteLLMProvider
+
+        return LiteLLMProvider(settings, http, log_cursor=log_cursor)
+    if settings.kind == "openrouter":
+        from monitor.providers.openrouter import OpenRouterProvider
+
+        return OpenRouterProvider(settings, http)
+    if settings.kind == "anthropic":
+        from monitor.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(settings, http, log_cursor=log_cursor)
     raise UnsupportedKind(
         f"providers.{settings.name}: kind '{settings.kind}' is not supported by this build yet"
     )

@@ -44,12 +44,23 @@ _ENTRY_ROUTES: dict[str, tuple[str, ...]] = {
     "laozhang": ("list",),
     "oneapi": ("token.list", "token.get"),
     "newapi": ("token.list", "token.get"),
+    "openrouter": ("keys.list", "keys.get"),
+    "anthropic": ("keys.list", "keys.get", "usage.messages"),
+    "litellm": ("key.list", "key.info", "spend.logs.v2", "spend.logs.ui"),
 }
 _PAGED_ROUTES: dict[str, tuple[str, ...]] = {
     "oneapi": ("token.list", "log.self"),
     "newapi": ("token.list", "log.self"),
+    "openrouter": ("keys.list",),
+    "anthropic": ("keys.list", "usage.messages"),
+    "litellm": ("key.list", "spend.logs.v2", "spend.logs.ui"),
 }
-_DEFAULT_PAGED = ("token.list",)
+# The paging mode's routes when the request names none: each flavour's own key list.
+_DEFAULT_PAGED: dict[str, tuple[str, ...]] = {
+    "openrouter": ("keys.list",),
+    "anthropic": ("keys.list",),
+    "litellm": ("key.list",),
+}
 _PARAMS: dict[str, tuple[str, ...]] = {
     "absurd": ("kind", "token", "fraction"),
     "paging": (),
@@ -181,7 +192,7 @@ class Hostile:
             default: Collection[str] | None = allowed
         elif name == "paging":
             allowed = _PAGED_ROUTES.get(flavor)
-            default = _DEFAULT_PAGED
+            default = _DEFAULT_PAGED.get(flavor, ("token.list",))
         else:
             allowed, default = known, None
         if allowed is None:

@@ -119,7 +119,7 @@ async def _hang(request: web.Request, mode: Mode) -> web.StreamResponse:
 
 
 def _credential(request: web.Request) -> str:
-    value = request.headers.get("Authorization", "").strip()
+    value = (request.headers.get("Authorization") or request.headers.get("x-api-key") or "").strip()
     return value[7:].strip() if value[:7].lower() == "bearer " else value
 
 

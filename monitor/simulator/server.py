@@ -45,12 +45,39 @@ def _openai(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]
     return opts
 
 
+def _litellm(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    from .litellm import LiteLLMOptions, add_litellm_routes
+
+    opts = LiteLLMOptions(**options)
+    add_litellm_routes(app, relay, opts)
+    return opts
+
+
+def _openrouter(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    from .openrouter import OpenRouterOptions, add_openrouter_routes
+
+    opts = OpenRouterOptions(**options)
+    add_openrouter_routes(app, relay, opts)
+    return opts
+
+
+def _anthropic(app: web.Application, relay: SimulatedRelay, options: dict[str, Any]) -> object:
+    from .anthropic import AnthropicOptions, add_anthropic_routes
+
+    opts = AnthropicOptions(**options)
+    add_anthropic_routes(app, relay, opts)
+    return opts
+
+
 # flavour -> installs its routes and returns its options object (settable via /_sim/options)
 FLAVORS: dict[str, Callable[[web.Application, SimulatedRelay, dict[str, Any]], object]] = {
     "laozhang": _laozhang,
     "oneapi": _oneapi,
     "newapi": _newapi,
     "openai": _openai,
+    "litellm": _litellm,
+    "openrouter": _openrouter,
+    "anthropic": _anthropic,
 }
 
 

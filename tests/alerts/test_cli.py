@@ -140,7 +140,8 @@ def test_revoke_by_hand_dry_run_then_for_real(tmp_path: Path, capsys: pytest.Cap
         "simulate", "--listen", f"127.0.0.1:{port}", "--tokens", "6", "--seed", "3", log=tmp_path / "sim.log"
     ):
         wait_for(lambda: httpx.get(f"{sim}/_sim/truth").status_code == 200, what="the simulator")
-        cfg = str(config(tmp_path, sim, extra="    poll_interval: 1s\n"))
+        # laozhang can only delete a key: keywatch does so where the config says so
+        cfg = str(config(tmp_path, sim, extra="    poll_interval: 1s\n    action: delete\n"))
         # keywatch must know the token: one poll through the daemon's own code path.
         with keywatch("-c", cfg, "run", log=tmp_path / "kw.log"):
             wait_for(lambda: (tmp_path / "kw.db").exists() and _polled(tmp_path), what="a stored poll")

@@ -69,6 +69,9 @@ FLAVOR_SETTINGS = {
     "oneapi": "",
     "newapi": "\n    user_id: 1",
     "openai": "\n    project_id: proj_sim",
+    "openrouter": "",
+    "anthropic": "",
+    "litellm": "",
 }
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from monitor.providers.anthropic import AnthropicProvider
+from monitor.providers.litellm import LiteLLMProvider
 from monitor.providers.oneapi import OneAPIProvider
 from monitor.providers.openai import OpenAIProvider
 from tests.e2e.procs import free_port, keywatch, metric_samples, simulator_config, wait_for
@@ -104,7 +106,7 @@ def start(tmp_path: Path, kind: str, seed: int) -> tuple[str, str, Path, list[st
     return f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}", cfg, args
 
 
-@pytest.mark.parametrize("kind", ["oneapi", "newapi", "openai"])
+@pytest.mark.parametrize("kind", ["oneapi", "newapi", "openai", "openrouter", "anthropic", "litellm"])
 def test_metrics_match_what_the_relay_served(tmp_path: Path, kind: str) -> None:
     sim, base, cfg, sim_args = start(tmp_path, kind, seed=3)
     with keywatch(*sim_args, log=tmp_path / "sim.log"):
@@ -120,8 +122,19 @@ def test_metrics_match_what_the_relay_served(tmp_path: Path, kind: str) -> None:
             truth = {t["name"]: t for t in httpx.get(f"{sim}/_sim/truth").json()["tokens"]}
             assert set(got) == set(truth)
 
-            if kind == "openai":
-                visible = (frozen - OpenAIProvider.usage_settle) // 60 * 60 - 0.001
+            if kind == "litellm":  # the spend log, read up to log_lag before the frozen clock
+                visible = frozen - LiteLLMProvider.log_lag
+                lo = booked(sim, created["name"], since, visible - 1)
+                hi = booked(sim, created["name"], since, visible)
+                assert lo - 1e-6 <= got[created["name"]] <= hi + 1e-6
+                for name, total in got.items():
+                    assert 0 <= total <= truth[name]["lifetime_usd"] + 1e-6, name
+            elif kind == "openrouter":  # `usage`, a lifetime counter in USD: exact
+                for name, t in truth.items():
+                    assert got[name] == pytest.approx(t["lifetime_usd"], abs=1e-6), name
+            elif kind in ("openai", "anthropic"):  # settled usage buckets, priced
+                settle = OpenAIProvider.usage_settle if kind == "openai" else AnthropicProvider.usage_settle
+                visible = (frozen - settle) // 60 * 60 - 0.001
                 expected = booked(sim, created["name"], since, visible)
                 assert got[created["name"]] == pytest.approx(expected, rel=2e-3)
                 for name, total in got.items():

@@ -39,7 +39,8 @@ class Rig:
     client: httpx.AsyncClient
 
     def responder(self, **response: object) -> Responder:
-        settings = Response(**{"auto_revoke": True, "max_per_hour": 3, **response})  # type: ignore[arg-type]
+        # laozhang can only delete: the config says so explicitly (monitor.model.CAN_DISABLE)
+        settings = Response(**{"auto_revoke": True, "max_per_hour": 3, "action": "delete", **response})  # type: ignore[arg-type]
         policies = PolicyBook([TokenPolicy(match="prod-*", protected=True)], settings.protect)
         return Responder(
             self.engine, settings, clock=self.clock, policies=policies, providers=lambda _n: self.provider
