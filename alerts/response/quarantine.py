@@ -276,7 +276,9 @@ class Responder:
         and re-check revokes not yet verified."""
         c = quarantine_actions.c
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(c.id, c.provider).where(c.state.in_(OPEN_STATES))).all()
+            rows = conn.execute(  # a restore under way is its command's own business
+                sa.select(c.id, c.provider).where(c.state.in_(OPEN_STATES), c.mode != RESTORE)
+            ).all()
         return [await self._execute(int(row_id)) for row_id, provider in rows if self._owns(str(provider))]
 
     async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:

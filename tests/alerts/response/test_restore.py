@@ -133,3 +133,14 @@ async def test_restore_refuses_what_it_cannot_undo(rig: Rig) -> None:
     gone = await rig.responder.restore(provider="np", token_id=token[0], token=token[1], reason="r")
     assert gone.state == "failed" and "deleted" in gone.response
     assert [m for m, _ in rig.rows()] == ["manual"]  # a refusal is not an action: nothing recorded
+
+
+async def test_a_restore_under_way_is_never_taken_for_an_open_quarantine(rig: Rig) -> None:
+    """The daemon finishes open quarantine rows every cycle; a restore row that a `keywatch
+    restore` process has recorded but not finished is not one of them (it would disable the key
+    again)."""
+    token = rig.dev_token()
+    await rig.responder.on_leak(**leak(token, "fp@1"))  # type: ignore[arg-type]
+    rig.responder._insert("np", token[0], token[1], "restore", "r", None, "in_progress", "calling the relay")
+    assert await rig.responder.resume() == []
+    assert [m for m, _ in rig.rows()] == ["auto", "restore"]
