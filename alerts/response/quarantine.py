@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from monitor.clock import Clock
 from monitor.cluster import Fenced, Ownership
-from monitor.model import CAN_DISABLE
+from monitor.model import CAN_DISABLE, PROVIDER_KINDS
 from monitor.policy import PolicyBook
 from monitor.providers.base import Provider, ProviderError
 from monitor.settings import Response
@@ -305,7 +305,7 @@ class Responder:
         if row.state == "pending_verification":
             return await self._verify(row_id, provider, str(row.token_id), attempts=int(row.attempts))
         action = self._provider_action(str(row.provider)) or self.settings.action
-        if action == "disable" and provider.kind not in CAN_DISABLE:
+        if action == "disable" and provider.kind in PROVIDER_KINDS and provider.kind not in CAN_DISABLE:
             # Deleting is for good: only where the config says so (laozhang, OpenAI project keys).
             detail = f"{provider.kind} cannot disable a key; set action: delete on {row.provider} to let keywatch delete it"
             self._update(row_id, "failed", detail)
