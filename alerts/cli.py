@@ -267,7 +267,13 @@ async def _restore_async(
     print(f"{provider_settings.name}/{name}: {decision.response}")
     if decision.state != "done":
         return 1
-    announce_restore(settings, engine, provider_settings.name, name, decision.response, args.reason, who)
+    if (
+        announce_restore(settings, engine, provider_settings.name, name, decision.response, args.reason, who)
+        is None
+    ):
+        print("not announced: no notification target is routed for security notices")
+    else:
+        print("announced to the targets of security notices (sent by the running daemon)")
     return 0
 
 

@@ -27,6 +27,10 @@ from monitor.tokens import TokenState
 
 __all__ = ["REUSED_NOTE", "Cycle", "Spend", "apply_logged", "ingest", "ingestion"]
 
+# How far past the present (the relay's clock where it is believed, monitor.periodclock) a
+# request-log row may be dated and still be stored: a row days ahead is broken or hostile.
+FUTURE_SLACK = 3600.0
+
 log = logging.getLogger("keywatch.ingest")
 
 REUSED_NOTE = "the relay gave its id to a new token: kept as deleted, the id starts afresh"
@@ -150,9 +154,27 @@ def _ingesting(
         else:
             cycle.changed.append(obs.token_id)
         states[obs.token_id] = after
-    if result.requests:
+    horizon = (
+        max(now, now if period_now is None else period_now) + FUTURE_SLACK
+    )  # the relay's clock if believed
+    requests = [r for r in result.requests if r.ts <= horizon]
+    if len(requests) < len(result.requests):
+        # A row from the future would become the resume point of the log (the newest stored
+        # row) and stop its reading for good: it is dropped, and said once per cycle.
+        cycle.notes.append(
+            ("(request log)", f"{len(result.requests) - len(requests)} rows dated in the future dropped")
+        )
+    if requests:
         cycle.log_spend = {o.token_id for o in result.observations if o.spend_from_logs}
-        cycle.requests, cycle.unresolved = _resolve(result.requests, states)
+        # A log-spend token missing from this list (a page shifted, its entry skipped) still has
+        # its rows stored now: they are costed now too, or never (the store has seen them).
+        listed = {o.token_id for o in result.observations}
+        cycle.log_spend.update(
+            token_id
+            for token_id, state in known.items()
+            if token_id not in listed and state.observation is not None and state.observation.spend_from_logs
+        )
+        cycle.requests, cycle.unresolved = _resolve(requests, states)
     cycle.count_logged = watching_since is not None
     if result.complete:
         # Only a complete list proves a token is gone; a partial one may just have missed it.
@@ -173,7 +195,7 @@ def apply_logged(cycle: Cycle, fresh: Sequence[RequestRecord]) -> None:
     """Fold the log rows the store had not seen before into the cycle: requests for every token,
     cost for `log_spend` tokens (the others' cost comes from their counters). Called by the store
     inside the cycle's transaction. Before watching began, rows are a baseline and count nothing.
-    (A log-spend token whose list entry was skipped this cycle has its rows stored, not costed.)"""
+    A log-spend token missing from this cycle's list is costed as well (see `ingestion`)."""
     cycle.fresh = list(fresh)
     if not cycle.count_logged or not fresh:
         return

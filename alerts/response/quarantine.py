@@ -119,6 +119,10 @@ class Responder:
         existing = self._row_for_episode(episode)
         if existing is not None:
             return await self._continue(existing)
+        if self._restored_during(provider, token_id, _episode_start(episode)):
+            # A human restored the token after this incident began (a report's or a revoke's
+            # quarantine): the review covers the incident; a new one still acts.
+            return Decision("none", "restored after review: not quarantined again for this incident")
         if self._already_quarantined(provider, token_id):
             return Decision("done", "already quarantined", quarantined=True)
         if not self.settings.auto_revoke:
@@ -205,6 +209,12 @@ class Responder:
             return Decision("none", "not quarantined by keywatch: nothing to restore")
         if str(last.action) == "delete":
             return Decision("failed", "its quarantine deleted the key: a deleted key cannot be restored")
+        if "before keywatch acted" in str(last.detail):
+            return Decision(
+                "failed",
+                "keywatch did not disable this key (it was disabled before keywatch acted): "
+                "re-enable it at the platform if that is intended",
+            )
         relay = self._providers(provider)
         if relay is None:
             return Decision("failed", f"provider {provider} is not configured")
@@ -222,7 +232,10 @@ class Responder:
         self._update(row_id, "done", outcome.detail, verified=outcome.verified)
         if str(last.state) == "pending_verification":  # nothing left to verify: the key is meant to work
             self._update(
-                int(last.id), "done", "quarantined; restored before the relay was seen refusing the key"
+                int(last.id),
+                "done",
+                "quarantined; restored before the relay was seen refusing the key",
+                expect_attempts=int(last.attempts),
             )
         log.warning("restored %s/%s after review: %s (%s)", provider, token, reason, outcome.detail)
         return Decision("done", "restored" if outcome.verified else f"restored ({outcome.detail})")
@@ -244,6 +257,24 @@ class Responder:
         if row is None or self._restored_since(provider, token_id, int(row.id)):
             return None
         return row
+
+    def _restored_during(self, provider: str, token_id: str, since: float | None) -> bool:
+        if since is None:
+            return False
+        c = quarantine_actions.c
+        with self._engine.connect() as conn:
+            n = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(quarantine_actions)
+                .where(
+                    c.provider == provider,
+                    c.token_id == token_id,
+                    c.mode == RESTORE,
+                    c.state == "done",
+                    c.requested_at >= since,
+                )
+            ).scalar_one()
+        return int(n) > 0
 
     def _restored_since(self, provider: str, token_id: str, row_id: int) -> bool:
         c = quarantine_actions.c
@@ -277,9 +308,14 @@ class Responder:
         c = quarantine_actions.c
         with self._engine.connect() as conn:
             rows = conn.execute(  # a restore under way is its command's own business
-                sa.select(c.id, c.provider).where(c.state.in_(OPEN_STATES), c.mode != RESTORE)
+                sa.select(c.id, c.provider, c.token_id).where(c.state.in_(OPEN_STATES), c.mode != RESTORE)
             ).all()
-        return [await self._execute(int(row_id)) for row_id, provider in rows if self._owns(str(provider))]
+        return [
+            await self._execute(int(row_id))
+            for row_id, provider, token_id in rows
+            if self._owns(str(provider))
+            and not self._restored_since(str(provider), str(token_id), int(row_id))
+        ]
 
     async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:
         state = str(row.state)
@@ -304,7 +340,7 @@ class Responder:
             return _decision("failed", "provider no longer configured")
         if row.state == "pending_verification":
             return await self._verify(row_id, provider, str(row.token_id), attempts=int(row.attempts))
-        action = self._provider_action(str(row.provider)) or self.settings.action
+        action = str(row.action)  # as recorded when the quarantine was asked for
         if action == "disable" and provider.kind in PROVIDER_KINDS and provider.kind not in CAN_DISABLE:
             # Deleting is for good: only where the config says so (laozhang, OpenAI project keys).
             detail = f"{provider.kind} cannot disable a key; set action: delete on {row.provider} to let keywatch delete it"
@@ -524,6 +560,15 @@ class Responder:
                 log.warning(
                     "quarantine row %d moved on meanwhile (another instance acted): %s kept", row_id, state
                 )
+
+
+def _episode_start(episode: str) -> float | None:
+    """When an incident began: its episode is `<fingerprint>@<active_since>` (alerts.engine)."""
+    _, _, start = episode.rpartition("@")
+    try:
+        return float(start)
+    except ValueError:
+        return None
 
 
 def _decision(state: str, detail: str) -> Decision:

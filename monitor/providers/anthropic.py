@@ -230,6 +230,9 @@ class AnthropicProvider:
         if not _KEY_ID.fullmatch(token_id):
             return RevokeOutcome(False, False, f"not an Anthropic API key id: {token_id[:20]!r}")
         target, done = ("archived", "archived") if delete else ("inactive", "set inactive")
+        if not delete and await self._status(token_id) in REFUSED:
+            # made unusable by someone else: keywatch changes nothing (nor undoes it later)
+            return RevokeOutcome(True, True, "already inactive at Anthropic before keywatch acted")
         response = await self._set_status(token_id, target)
         if response.status_code == 404:
             return RevokeOutcome(False, False, "no such API key in the organization")
@@ -264,7 +267,8 @@ class AnthropicProvider:
         after = await self._status(token_id)
         if after == "active":
             return RevokeOutcome(True, True, "set active; the key reads active")
-        return RevokeOutcome(True, False, f"set active; the key still reads {after or 'gone'}")
+        # What the Admin API reads back is authoritative: not active is a failed restore.
+        return RevokeOutcome(False, False, f"the key still reads {after or 'gone'} after setting it active")
 
     async def verify_refused(self, token_id: str) -> bool | None:
         """True once the key reads inactive, archived or expired (or is gone)."""

@@ -141,7 +141,10 @@ class LiteLLMProvider:
                 more, page_total, _ = key_page_parts(page_body)
                 entries.extend(more)
                 totals.add(page_total)
-        unique = {e.get("token") if isinstance(e, dict) else id(e) for e in entries}
+        unique = {
+            token if isinstance(e, dict) and isinstance(token := e.get("token"), str) else id(e)
+            for e in entries
+        }
         return entries, first, len(totals) == 1 and len(unique) == total
 
     async def _key_page(self, page: int) -> tuple[Any, RelayResponse]:
@@ -253,8 +256,11 @@ class LiteLLMProvider:
     async def revoke(self, token_id: str, *, delete: bool = False) -> RevokeOutcome:
         if not HASH.fullmatch(token_id):
             return RevokeOutcome(False, False, f"not a LiteLLM key hash: {token_id[:16]!r}")
-        if await self._blocked(token_id) is None:  # block and delete answer a missing key with a 500
+        before = await self._blocked(token_id)
+        if before is None:  # block and delete answer a missing key with a 500
             return RevokeOutcome(False, False, "no such token at the proxy (deleted already?)")
+        if before and not delete:  # blocked by someone else: keywatch changes nothing (nor undoes it)
+            return RevokeOutcome(True, True, "already blocked at the proxy before keywatch acted")
         if delete:
             response = await self._post("/key/delete", {"keys": [token_id]})
             done = "deleted"
@@ -282,7 +288,8 @@ class LiteLLMProvider:
         blocked = await self._blocked(token_id)
         if blocked is False:
             return RevokeOutcome(True, True, "unblocked; the proxy reports the key active")
-        return RevokeOutcome(True, False, "unblocked; the proxy does not report it unblocked yet")
+        # The proxy's own record is authoritative: still blocked is a failed restore.
+        return RevokeOutcome(False, False, "the proxy still reports the key blocked after /key/unblock")
 
     async def verify_refused(self, token_id: str) -> bool | None:
         """True once the proxy reports the key blocked, or no longer has it."""

@@ -260,6 +260,10 @@ class OpenRouterProvider:
 
     async def _set_disabled(self, token_id: str, disabled: bool) -> RevokeOutcome:
         path = f"{self._keys_path}/{token_id}"
+        if disabled:
+            before, _ = await self._read(token_id)
+            if before == "disabled":  # disabled by someone else: keywatch changes nothing (nor undoes it)
+                return RevokeOutcome(True, True, "already disabled at the relay before keywatch acted")
         response = await self._call("PATCH", path, json={"disabled": disabled})
         if response.status_code == 404:
             gone = "no such token at the relay"
@@ -271,6 +275,8 @@ class OpenRouterProvider:
         done = "disabled" if disabled else "enabled"
         if state == ("disabled" if disabled else "enabled"):
             return RevokeOutcome(True, True, f"{done}; the relay lists the key as {state}")
+        if not disabled:  # the relay's own listing is authoritative: a restore it does not show failed
+            return RevokeOutcome(False, False, f"the relay still lists the key as {state} after enabling it")
         return RevokeOutcome(True, False, f"{done}; not verified: the relay lists the key as {state}")
 
     async def verify_refused(self, token_id: str) -> bool | None:

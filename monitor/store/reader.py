@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -144,7 +145,9 @@ class UsageReader:
                 "SELECT MAX(r.ts) FROM request_log r JOIN tokens t ON t.id = r.token_pk WHERE t.provider = ?",
                 (provider,),
             ).scalar_one()
-        return None if value is None else float(value)
+        # Never far past the present (a row dated years ahead, stored by an older release, would
+        # stop the log's reading until that date); relay clocks may run ahead by up to a day.
+        return None if value is None else min(float(value), time.time() + 2 * 86400)
 
     def requests(self, token_pk: int, since: float) -> list[LoggedRequest]:
         """The stored request-log rows of one token since `since`, oldest first."""

@@ -95,7 +95,7 @@ def leak(token: tuple[str, str], episode: str) -> dict[str, object]:
 
 async def test_restore_re_enables_a_disabled_token_and_the_same_incident_leaves_it_alone(rig: Rig) -> None:
     token = rig.dev_token()
-    decision = await rig.responder.on_leak(**leak(token, "fp@1"))  # type: ignore[arg-type]
+    decision = await rig.responder.on_leak(**leak(token, f"fp@{START - 600:.0f}"))  # type: ignore[arg-type]
     assert decision.quarantined and not rig.live(token[0])
     assert rig.sim(token[0]).deleted is False  # disabled, not destroyed
 
@@ -106,11 +106,11 @@ async def test_restore_re_enables_a_disabled_token_and_the_same_incident_leaves_
     assert rig.live(token[0])
     assert rig.rows() == [("auto", "done"), ("restore", "done")]
 
-    again = await rig.responder.on_leak(**leak(token, "fp@1"))  # type: ignore[arg-type]
+    again = await rig.responder.on_leak(**leak(token, f"fp@{START - 600:.0f}"))  # type: ignore[arg-type]
     assert not again.quarantined and "restored" in again.response
     assert rig.live(token[0]) and rig.rows() == [("auto", "done"), ("restore", "done")]
 
-    new = await rig.responder.on_leak(**leak(token, "fp@2"))  # a new incident still acts
+    new = await rig.responder.on_leak(**leak(token, f"fp@{START + 60:.0f}"))  # a new incident still acts
     assert new.quarantined and not rig.live(token[0])
     assert rig.rows() == [("auto", "done"), ("restore", "done"), ("auto", "done")]
     assert rig.responder.counts()[("np", "restore", "done")] == 1
@@ -140,7 +140,22 @@ async def test_a_restore_under_way_is_never_taken_for_an_open_quarantine(rig: Ri
     restore` process has recorded but not finished is not one of them (it would disable the key
     again)."""
     token = rig.dev_token()
-    await rig.responder.on_leak(**leak(token, "fp@1"))  # type: ignore[arg-type]
+    await rig.responder.on_leak(**leak(token, f"fp@{START:.0f}"))  # type: ignore[arg-type]
     rig.responder._insert("np", token[0], token[1], "restore", "r", None, "in_progress", "calling the relay")
     assert await rig.responder.resume() == []
     assert [m for m, _ in rig.rows()] == ["auto", "restore"]
+
+
+async def test_a_restore_covers_the_incident_that_began_before_it_whatever_quarantined_the_token(
+    rig: Rig,
+) -> None:
+    """A report (or `keywatch revoke`) quarantined the token while a leak alert fires; a human
+    restores it: the alert's incident, begun before the restore, does not quarantine it again."""
+    token = rig.dev_token()
+    await rig.responder.manual(
+        provider="np", token_id=token[0], token=token[1], reason="report", mode="report"
+    )
+    assert not rig.live(token[0])
+    await rig.responder.restore(provider="np", token_id=token[0], token=token[1], reason="false alarm")
+    same = await rig.responder.on_leak(**leak(token, f"fp@{START - 300:.0f}"))  # type: ignore[arg-type]
+    assert not same.quarantined and rig.live(token[0])

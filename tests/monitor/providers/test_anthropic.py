@@ -371,7 +371,8 @@ async def test_quarantine_posts_inactive_and_reads_it_back() -> None:
 
     p, rec = adapter(handler)
     assert await p.revoke("apikey_001") == RevokeOutcome(True, True, "set inactive; the key reads inactive")
-    post, get = rec.requests
+    before, post, get = rec.requests  # read first: a key already inactive is left as it is
+    assert before.method == "GET"
     assert (post.method, post.url.path, json.loads(post.content)) == (
         "POST",
         f"{KEYS_PATH}/apikey_001",
@@ -380,7 +381,7 @@ async def test_quarantine_posts_inactive_and_reads_it_back() -> None:
     assert (get.method, get.url.path) == ("GET", f"{KEYS_PATH}/apikey_001")
     assert post.headers["x-api-key"] == ADMIN and "authorization" not in post.headers
     outcome = await p.revoke("../organizations/me")
-    assert not outcome.done and len(rec.requests) == 2  # never put into a path
+    assert not outcome.done and len(rec.requests) == 3  # never put into a path
 
 
 # --- the simulator's anthropic flavour on the wire ------------------------------------------------
@@ -649,7 +650,7 @@ async def test_action_delete_archives_for_good(tmp_path: Path) -> None:
         assert outcome == RevokeOutcome(True, True, "archived; the key reads archived")
         assert h.relay.status(h.relay.token(tok.id)) == "revoked"
         assert (await h.provider.revoke(tok.id)) == RevokeOutcome(
-            True, True, "the key already reads archived"
+            True, True, "already inactive at Anthropic before keywatch acted"
         )
         restored = await h.provider.restore(tok.id)
         assert not restored.done and "archived" in restored.detail

@@ -362,6 +362,7 @@ async def test_quarantine_disables_and_restore_enables_each_verified() -> None:
     out = await p.revoke(entry["hash"])
     assert (out.done, out.verified) == (True, True) and entry["disabled"] is True
     assert [(r.method, json.loads(r.content) if r.content else None) for r in rec.requests] == [
+        ("GET", None),  # already disabled by someone else? then keywatch would change nothing
         ("PATCH", {"disabled": True}),
         ("GET", None),
     ]
@@ -391,6 +392,17 @@ async def test_a_disable_the_relay_does_not_show_is_done_but_not_verified() -> N
     p, _ = provider(stubborn)
     out = await p.revoke(entry["hash"])
     assert (out.done, out.verified) == (True, False) and "enabled" in out.detail
+    entry["disabled"] = True
+    back = await p.restore(entry["hash"])  # the listing is authoritative: still disabled is a failure
+    assert not back.done and "disabled" in back.detail
+
+
+async def test_a_key_disabled_by_someone_else_is_left_as_it_is() -> None:
+    entry = {**key(9), "disabled": True}
+    p, rec = provider(key_server(entry))
+    out = await p.revoke(entry["hash"])
+    assert (out.done, out.verified) == (True, True) and "before keywatch acted" in out.detail
+    assert [r.method for r in rec.requests] == ["GET"]
 
 
 # --- the simulator's openrouter flavour ------------------------------------------------------------

@@ -108,3 +108,26 @@ def test_log_cursor_and_retention(store_url: str) -> None:
     assert pruned.requests == 1 and s.reader.count_rows("request_log") == 1
     (kept,) = s.reader.requests(s.states["1"].pk or 0, 0)
     assert kept.request_id == "r2" and kept.ip == "192.0.2.1" and kept.elapsed_ms == 900
+
+
+def test_a_log_spend_token_missing_from_one_list_still_counts_its_rows(store_url: str) -> None:
+    """A paging shift or a skipped entry leaves a log-spend token out of one poll's list: its
+    rows are stored that cycle, so they must be costed that cycle (the store has seen them after)."""
+    s = Store(store_url)
+    s.cycle(T0, [], tokens(unlimited=True))
+    s.cycle(T0 + 60, [rec("dev-a-x-2026-01", "r1", T0 + 30, cost=1.0)], tokens(unlimited=True))
+    only_b = [o for o in tokens(unlimited=True) if o.token_id == "2"]
+    s.cycle(T0 + 120, [rec("", "r2", T0 + 90, cost=0.5, token_id="1")], only_b)
+    assert s.reader.token_states("p")["p"]["1"].spend_total_usd == pytest.approx(1.5)
+
+
+def test_a_row_dated_in_the_future_is_dropped_and_never_becomes_the_resume_point(store_url: str) -> None:
+    s = Store(store_url)
+    s.cycle(T0, [])
+    cycle = s.cycle(
+        T0 + 60, [rec("dev-a-x-2026-01", "r1", T0 + 30), rec("dev-a-x-2026-01", "r2", 253402300799.0)]
+    )
+    assert s.reader.count_rows("request_log") == 1
+    assert any("future" in note for _, note in cycle.notes)
+    cursor = s.reader.log_cursor("p")
+    assert cursor is not None and cursor <= T0 + 60
