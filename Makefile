@@ -28,8 +28,8 @@ test-all: $(STAMP)
 	$(PYTEST)
 
 lint: $(STAMP)
-	$(BIN)/ruff check monitor alerts tests bench
-	$(BIN)/ruff format --check monitor alerts tests bench
+	$(BIN)/ruff check monitor alerts console tests bench
+	$(BIN)/ruff format --check monitor alerts console tests bench
 	$(BIN)/mypy
 
 bench: $(STAMP)

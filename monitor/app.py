@@ -19,6 +19,8 @@ from alerts import api as alerts_api
 from alerts import cli as alerts_cli
 from alerts.engine import AlertEngine
 from alerts.response import leak_reports
+from console import routes as console_routes
+from console.source import DaemonConsoleData
 from monitor import __version__
 from monitor.clock import Clock, SystemClock
 from monitor.cluster import Beat, Cluster, Solo, default_instance_name
@@ -258,6 +260,11 @@ class Daemon:
                 extra_routes=[*alerts_api.routes(self.alerts), *leak_reports.routes(self._intake())],
                 instance=self._instance_facts,
             )
+            # The console (console/): its own router in front of the API's routes.
+            console = console_routes.routes(
+                self.console_data(), api_token=lambda: self.settings.api_token, listen=self.settings.listen
+            )
+            app.add_middleware(console_routes.ConsoleFront, routes=console)
         await self._first_beat()
         self._add_owned_providers()
         if isinstance(self.cluster, Cluster):  # the others' alerts are theirs to keep
@@ -279,7 +286,10 @@ class Daemon:
                     self._server_task.result()  # re-raise: the address is bad
                     raise RuntimeError(f"the HTTP server on {self.settings.listen} stopped during start-up")
                 await asyncio.sleep(0.01)
-            log.info("serving /metrics, /healthz, /readyz and /api/v1 on http://%s", self.settings.listen)
+            log.info(
+                "serving the console, /metrics, /healthz, /readyz and /api/v1 on http://%s",
+                self.settings.listen,
+            )
 
     async def run_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
@@ -491,6 +501,19 @@ class Daemon:
             fresh = last is not None and now - last <= 3 * ps.poll_interval + ps.poll_deadline
             out[name] = poller.succeeded_once and fresh
         return out
+
+    def console_data(self) -> DaemonConsoleData:
+        """What the console (console.routes) reads and does, over this daemon's parts."""
+        return DaemonConsoleData(
+            engine=self.engine,
+            alerts=self.alerts,
+            reader=self.reader,
+            states=self._all_states,
+            policies=lambda: self.policies,
+            settings=lambda: self.settings,
+            health=self.exposition.health,
+            readiness=self.readiness,
+        )
 
     def _instance_facts(self) -> dict[str, object]:
         """/readyz: which instance answers and what it polls (several may share the database)."""
