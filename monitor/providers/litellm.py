@@ -40,6 +40,7 @@ from monitor.providers.base import ProviderError
 from monitor.providers.http import RelayHTTP, RelayResponse, decode_json
 from monitor.providers.litellm_keys import (
     HASH,
+    PAGE,
     UI_SESSION_TEAM,
     LiteLLMKey,
     key_page_parts,
@@ -57,7 +58,6 @@ __all__ = ["LOG_SKIP", "MAX_KEYS", "PAGE", "SILENT_LOG", "LiteLLMProvider"]
 
 log = logging.getLogger("keywatch.providers.litellm")
 
-PAGE: Final = 100  # /key/list's largest page (`size` le=100; more is a 422)
 MAX_KEYS: Final = 1_000_000  # keys in one list: more is not a proxy, it is a relay that never stops
 MAX_LOOKUPS: Final = 200  # vanished keys looked up per poll; beyond, the list stays incomplete
 _CONCURRENCY: Final = 8
@@ -141,6 +141,8 @@ class LiteLLMProvider:
                 more, page_total, _ = key_page_parts(page_body)
                 entries.extend(more)
                 totals.add(page_total)
+            if len(entries) > MAX_KEYS:  # pages that keep coming whatever page 1 claimed
+                raise ProviderError("too_large", f"/key/list: more than {MAX_KEYS} keys")
         unique = {
             token if isinstance(e, dict) and isinstance(token := e.get("token"), str) else id(e)
             for e in entries

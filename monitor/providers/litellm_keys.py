@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from monitor.model import Observation, Skip, TokenLimits, TokenStatus
 from monitor.providers.base import ProviderError
@@ -38,10 +38,13 @@ from monitor.providers.parse import (
     str_list,
 )
 
+PAGE: Final = 100  # /key/list's largest page (`size` le=100; more is a 422)
+
 __all__ = [
     "DAILY",
     "HASH",
     "MONTHLY",
+    "PAGE",
     "UI_SESSION_TEAM",
     "LiteLLMKey",
     "key_page_parts",
@@ -199,6 +202,10 @@ def key_page_parts(body: Any) -> tuple[list[Any], int, int]:
     if type(total) is not int or type(last) is not int or total < 0 or last < 0:
         raise ProviderError("malformed", "/key/list: no total_count/total_pages")
     entries = list(body["keys"])
+    if len(entries) > PAGE:  # asked for PAGE a page: a longer one is not what was asked for
+        raise ProviderError(
+            "malformed", f"/key/list: a page of {len(entries)} keys, more than the {PAGE} asked for"
+        )
     if entries and all(isinstance(e, str) for e in entries):
         raise ProviderError("malformed", "/key/list answered bare hashes (return_full_object not honoured)")
     return entries, total, last

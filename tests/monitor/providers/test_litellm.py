@@ -810,3 +810,19 @@ async def test_the_log_caps_its_count_and_logs_failures(tmp_path: Path) -> None:
         failures = [r for r in rows if r["status"] == "failure"]
         assert failures and all(r["spend"] == 0 for r in failures)
         assert all(len(r["api_key"]) == 64 for r in rows)
+
+
+def test_a_key_page_longer_than_asked_for_is_refused() -> None:
+    """Pages of at most PAGE keys were asked for: a longer one (a proxy ignoring `size`, or a
+    hostile one) is malformed rather than held in memory page after page."""
+    from monitor.providers.litellm_keys import PAGE, key_page_parts
+
+    page = {
+        "keys": [{"token": f"{i:064x}"} for i in range(PAGE + 1)],
+        "total_count": PAGE + 1,
+        "total_pages": 1,
+    }
+    with pytest.raises(ProviderError, match="more than"):
+        key_page_parts(page)
+    entries, total, last = key_page_parts({**page, "keys": page["keys"][:PAGE]})
+    assert (len(entries), total, last) == (PAGE, PAGE + 1, 1)
