@@ -132,6 +132,8 @@ class GroupStage:
             return batch
         members: dict[tuple[str, str], list[Alert]] = {}
         for alert in batch.alerts:
+            if not self._owned(alert):
+                continue  # a provider another instance polls now: its alerts are that one's to tell
             receiver, key, _ = self._dispatcher.address(alert)
             members.setdefault((receiver, key), []).append(alert)
         groups: list[Due] = []
@@ -149,6 +151,13 @@ class GroupStage:
             )
             groups.append(Due(group, still_firing=any(a.state == "firing" for a in alerts)))
         return replace(batch, due=tuple(groups))
+
+    def _owned(self, alert: Alert) -> bool:
+        """Whether this instance may tell of the alert (several instances: monitor.cluster). Also
+        covers groups whose labels leave out `provider` (`notify.group_by`): a process waking from
+        a pause, before its heartbeat, never speaks for the providers it lost."""
+        provider = alert.labels.get("provider")
+        return self._ownership is None or provider is None or self._ownership.owns(provider)
 
     def _ours(self, receiver: str, key: str, now: float) -> bool:
         """A group of a provider another instance polls now is that instance's to tell: dropped."""

@@ -352,3 +352,20 @@ def test_reconfigure_rebuilds_the_stages_with_the_new_settings(tmp_path: Path) -
         pipeline.process([], [alert()], T0)  # group timers restart, now without a wait
         (sent,) = pipeline.tick(T0)
     assert "Grafana: https://grafana.example/d/keywatch-token/" in sent.body
+
+
+def test_a_group_spanning_providers_tells_only_of_the_providers_this_instance_polls() -> None:
+    """Several instances, `group_by` without `provider`: each instance's group holds only the
+    alerts of providers it polls (a process waking from a pause never speaks for the others)."""
+    from monitor.cluster import Solo
+
+    class PollsOnlyLz(Solo):
+        def owns(self, provider: str) -> bool:
+            return provider == "lz"
+
+    dispatcher = Dispatcher(notify(group_by=("rule",)))
+    ours, theirs = alert(provider="lz"), alert(provider="other")
+    dispatcher.observe(ours, T0)
+    stage = GroupStage(dispatcher, PollsOnlyLz("a", ["lz", "other"]))
+    (due,) = stage.run(Batch(T0 + 30, (ours, theirs))).due
+    assert due.group.firing == (ours,)
