@@ -47,7 +47,7 @@ from monitor.providers.registry import build_provider
 from monitor.redact import Redactor
 from monitor.server import EmbeddedServer, bind, build_app, exposure_warnings, make_server
 from monitor.settings import ProviderSettings, Settings
-from monitor.store import UsageReader, UsageWriter, open_engine, prune, store_error_text
+from monitor.store import UsageReader, UsageWriter, describe_fault, open_engine, prune
 from monitor.store.dialect import is_postgres
 from monitor.tokens import TokenState
 from monitor.views import TokenRowCache
@@ -136,7 +136,8 @@ class Daemon:
             beat = await asyncio.to_thread(self.cluster.beat)
         except (SQLAlchemyError, OSError) as exc:
             log.error(
-                "cluster: first heartbeat failed: %s (polling nothing until one succeeds)", _one_line(exc)
+                "cluster: first heartbeat failed: %s (polling nothing until one succeeds)",
+                describe_fault(exc),
             )
             self._heartbeat_failing = True
             return
@@ -165,7 +166,7 @@ class Daemon:
             except (SQLAlchemyError, OSError) as exc:
                 if not self._heartbeat_failing:
                     log.error(
-                        "cluster heartbeat failed: %s (leases lapse unless it recovers)", _one_line(exc)
+                        "cluster heartbeat failed: %s (leases lapse unless it recovers)", describe_fault(exc)
                     )
                 self._heartbeat_failing = True
                 beat = Beat()
@@ -179,7 +180,8 @@ class Daemon:
                 await self._reconcile(beat)
             except (SQLAlchemyError, OSError) as exc:  # reading a gained provider's state failed
                 log.error(
-                    "cluster: taking over providers failed: %s (tried again next heartbeat)", _one_line(exc)
+                    "cluster: taking over providers failed: %s (tried again next heartbeat)",
+                    describe_fault(exc),
                 )
 
     async def _reconcile(self, beat: Beat) -> None:
@@ -324,7 +326,7 @@ class Daemon:
                 log.warning(
                     "could not release the leases (they lapse in %g s): %s",
                     self.cluster.lease,
-                    _one_line(exc),
+                    describe_fault(exc),
                 )
         for client in self._clients.values():
             await client.aclose()
@@ -589,10 +591,6 @@ async def _close_later(clients: list[httpx.AsyncClient], delay: float) -> None:
     await asyncio.sleep(delay)
     for client in clients:
         await client.aclose()
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {store_error_text(exc)}"
 
 
 def command_handlers() -> dict[str, Callable[[Any, Settings], int]]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "FakeClock", "SteppingClock", "SystemClock"]
+__all__ = ["Clock", "FakeClock", "SteppingClock", "SystemClock", "uptime"]
+
+
+def uptime() -> float:
+    """Seconds on a clock that keeps counting while the host sleeps (a suspended laptop or VM
+    wakes knowing its leases and claims ran out); the monotonic clock where there is none."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 class Clock(Protocol):

@@ -32,7 +32,6 @@ import logging
 import os
 import secrets
 import socket
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from monitor import __version__
+from monitor.clock import uptime
 from monitor.metrics import Family
 
 __all__ = [
@@ -167,7 +167,7 @@ class Cluster:
     instance: str
     lease: float
     providers: list[str]
-    monotonic: Callable[[], float] = field(default_factory=lambda: _uptime)
+    monotonic: Callable[[], float] = field(default_factory=lambda: uptime)
     session: str = field(default_factory=lambda: secrets.token_hex(8))
     _held: dict[str, _Held] = field(default_factory=dict)
     shared: bool = True
@@ -386,13 +386,6 @@ def _share(providers: int, alive: list[str], me: str) -> int:
         alive = sorted([*alive, me])
     base, rest = divmod(providers, len(alive))
     return base + (1 if alive.index(me) < rest else 0)
-
-
-def _uptime() -> float:
-    """A clock that keeps counting while the host sleeps (a suspended laptop or VM wakes knowing
-    its leases ran out); monotonic where there is no such clock."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 def default_instance_name() -> str:

@@ -22,8 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.clock import Clock
-from monitor.redact import escape_controls
-from monitor.store import store_error_text
+from monitor.store import describe_fault
 
 __all__ = [
     "AUDIT_DIGEST_CHECK",
@@ -115,7 +114,7 @@ class Schedule:
         try:
             await job.run()
         except Exception as exc:  # one line, no traceback: the next run is the retry
-            log.error("job %s failed: %s", job.name, describe(exc), extra={"job": job.name})
+            log.error("job %s failed: %s", job.name, describe_fault(exc), extra={"job": job.name})
             self._outcomes.job_ran(job.name, ok=False, at=self._clock.now())
             return False
         self._outcomes.job_ran(job.name, ok=True, at=self._clock.now())
@@ -139,9 +138,3 @@ class Schedule:
                     self._running.discard(task)
 
         return scheduled
-
-
-def describe(exc: BaseException) -> str:
-    """An error on one bounded line: its type and its first line (a database's own words, without
-    SQLAlchemy's statement and parameters), control characters escaped."""
-    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {escape_controls(store_error_text(exc))}"

@@ -31,7 +31,7 @@ from monitor.pacing import paced
 from monitor.periodclock import PeriodClock
 from monitor.providers.base import Provider, ProviderError
 from monitor.redact import Redactor
-from monitor.store import PollRun, UsageReader, UsageWriter, store_error_text
+from monitor.store import PollRun, UsageReader, UsageWriter, describe_fault
 from monitor.store.writer import Guard
 from monitor.tokens import TokenState, needs_windows, period_starts, with_series_labels, with_windows
 
@@ -225,7 +225,7 @@ class Poller:
         next cycle computes from the old marks and loses nothing."""
         name = self.provider.name
         now = self._clock.now()
-        reason = _store_reason(exc)
+        reason = describe_fault(exc)
         log.error(
             "%s: could not store the poll: %s (the relay is fine; the next poll tries again)",
             name,
@@ -264,12 +264,8 @@ class Poller:
         except Fenced:
             pass  # the new owner records its own polls
         except (SQLAlchemyError, OSError) as exc:
-            log.error("%s: could not record the failed poll: %s", name, _store_reason(exc))
+            log.error("%s: could not record the failed poll: %s", name, describe_fault(exc))
             self._exposition.store_up = False
         return CycleReport(
             name, now, False, False, None, self.states, reason, message, self.consecutive_failures
         )
-
-
-def _store_reason(exc: Exception) -> str:
-    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {store_error_text(exc)}"

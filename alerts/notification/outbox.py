@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import get_args
@@ -35,16 +34,11 @@ from alerts.lifecycle.records import OutboxItem
 from alerts.lifecycle.store import AlertStore
 from alerts.model import Severity
 from alerts.notification.notify import Delivery, NoTargetError, Notifier
+from monitor.clock import uptime
 
 __all__ = ["EXPIRE_AFTER", "RETRY_UNTIL_DELIVERED", "Backlog", "FlushReport", "Outbox", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
-
-
-def _uptime() -> float:
-    """Counts while the host sleeps too (a suspended sender must know its claim ran)."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
 
 
 # A day: a warning or info notice is stale by then (the daily budget window has rolled; what still
@@ -162,7 +156,7 @@ class Outbox:
             log.warning("outbox: %d notification(s) whose sender stopped mid-send are sent again", requeued)
         outcomes: list[str] = []
         while claimed := self._store.claim_due(now, self._batch, by=self._sender, hold=self._claim_for):
-            fresh_until = _uptime() + self._claim_for / 2
+            fresh_until = uptime() + self._claim_for / 2
             done = await asyncio.gather(
                 *(self._attempt(item, now, fresh_until) for item in claimed), return_exceptions=True
             )
@@ -181,7 +175,7 @@ class Outbox:
 
     async def _attempt(self, item: OutboxItem, now: float, fresh_until: float = float("inf")) -> str:
         assert item.id is not None
-        if _uptime() > fresh_until:  # paused (or asleep) past half the claim: another may send it
+        if uptime() > fresh_until:  # paused (or asleep) past half the claim: another may send it
             log.warning("outbox: notification %d left to be sent again (this instance was paused)", item.id)
             return "skipped"
         try:

@@ -43,7 +43,7 @@ from monitor.clock import Clock
 from monitor.cluster import Ownership
 from monitor.pacing import drain, paced
 from monitor.settings import Notify, Settings
-from monitor.store import store_error_text
+from monitor.store import describe_fault
 
 __all__ = ["Dispatched", "NotificationPipeline"]
 
@@ -200,7 +200,7 @@ class NotificationPipeline:
                     await tick()
                 await self.flush()
             except (SQLAlchemyError, OSError) as exc:  # the database comes back: keep notifying
-                log.error("notification pipeline: tick failed: %s", store_error_text(exc))
+                log.error("notification pipeline: tick failed: %s", describe_fault(exc))
             except Exception:  # a plugin's bug: loudly, and keep notifying
                 log.exception("notification pipeline: tick failed")
             with contextlib.suppress(TimeoutError):

@@ -1,6 +1,6 @@
 """The usage history in SQL: schema and migrations, the cycle writer, readers and retention."""
 
-from monitor.store.db import StoreUnavailable, apply_migrations, open_engine, store_error_text
+from monitor.store.db import StoreUnavailable, apply_migrations, describe_fault, open_engine, store_error_text
 from monitor.store.reader import HistoryPoint, LoggedRequest, ProviderFacts, UsageReader
 from monitor.store.retention import Pruned, prune
 from monitor.store.writer import PollRun, UsageWriter
@@ -15,6 +15,7 @@ __all__ = [
     "UsageReader",
     "UsageWriter",
     "apply_migrations",
+    "describe_fault",
     "open_engine",
     "prune",
     "store_error_text",

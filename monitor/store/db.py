@@ -13,10 +13,18 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from monitor.redact import escape_controls
 from monitor.store.dialect import bridge_placeholders, is_postgres, postgres_ddl
 from monitor.store.migrations import MIGRATIONS
 
-__all__ = ["MIGRATIONS", "StoreUnavailable", "apply_migrations", "open_engine", "store_error_text"]
+__all__ = [
+    "MIGRATIONS",
+    "StoreUnavailable",
+    "apply_migrations",
+    "describe_fault",
+    "open_engine",
+    "store_error_text",
+]
 
 
 class StoreUnavailable(Exception):
@@ -61,6 +69,12 @@ def store_error_text(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     lines = str(orig).strip().splitlines()
     return (lines[0] if lines else type(orig).__name__)[:300]
+
+
+def describe_fault(exc: BaseException) -> str:
+    """An error on one bounded line: its type and its first line (a database's own words, without
+    SQLAlchemy's statement and parameters), control characters escaped."""
+    return f"{type(getattr(exc, 'orig', None) or exc).__name__}: {escape_controls(store_error_text(exc))}"
 
 
 def _shown(url: str) -> str:
