@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -43,6 +43,7 @@ from monitor.settings import ProviderSettings, Settings
 from monitor.store import UsageReader, open_engine
 from monitor.store.reader import TokenLookupError
 from monitor.table import render_table
+from monitor.tokens import TokenState
 from monitor.views import present
 
 __all__ = ["Handler", "handlers"]
@@ -145,136 +146,103 @@ def _notify_test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _revoke(args: argparse.Namespace, settings: Settings) -> int:
-    engine = open_engine(settings.database)
-    try:
-        try:
-            token = UsageReader(engine).find_one(args.token)
-        except TokenLookupError as exc:
-            print(f"keywatch revoke: {exc}", file=sys.stderr)
-            return exc.code
-        provider_settings = next((p for p in settings.providers if p.name == token.provider), None)
-        if provider_settings is None:
-            print(f"keywatch revoke: provider {token.provider!r} is not in the config", file=sys.stderr)
-            return 2
-        policies = PolicyBook(settings.tokens, settings.response.protect)
-        action = provider_settings.action or settings.response.action
+    policies = PolicyBook(settings.tokens, settings.response.protect)
+
+    def question(token: TokenState, ps: ProviderSettings) -> str:
+        action = ps.action or settings.response.action
         what = "would quarantine" if args.dry_run else f"quarantine ({action})"
         warning = " It is a PROTECTED token." if policies.protected(token.name) else ""
-        if not args.yes:
-            if not sys.stdin.isatty():
-                print("keywatch revoke: refusing without --yes when not run interactively", file=sys.stderr)
-                return 2
-            answer = input(f"{what} {token.provider}/{token.name}?{warning} [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing done")
-                return 1
-        return asyncio.run(
-            _revoke_async(settings, engine, provider_settings, token.token_id, token.name, args, policies)
-        )
-    finally:
-        engine.dispose()
+        return f"{what} {token.provider}/{token.name}?{warning}"
 
-
-async def _revoke_async(
-    settings: Settings,
-    engine: Engine,
-    provider_settings: ProviderSettings,
-    token_id: str,
-    name: str,
-    args: argparse.Namespace,
-    policies: PolicyBook,
-) -> int:
-    async with make_client(timeout=provider_settings.timeout) as client:
-        provider = build_provider(provider_settings, client)
-        try:
-            await provider.poll()  # confirms the token is there and lets the adapter verify by key
-        except ProviderError as exc:
-            print(f"keywatch revoke: cannot reach {provider_settings.name}: {exc}", file=sys.stderr)
-            return 1
-        responder = Responder(
-            engine,
-            settings.response,
-            clock=SystemClock(),
-            policies=policies,
-            providers=lambda _name: provider,
-            provider_action=lambda _name: provider_settings.action,
-        )
+    async def act(responder: Responder, ps: ProviderSettings, token: TokenState) -> int:
         decision = await responder.manual(
-            provider=provider_settings.name,
-            token_id=token_id,
-            token=name,
+            provider=ps.name,
+            token_id=token.token_id,
+            token=token.name,
             reason=args.reason,
             dry_run=args.dry_run,
         )
-    print(f"{provider_settings.name}/{name}: {decision.response}")
-    return 0 if decision.state in ("done", "dry_run", "pending_verification") else 1
+        print(f"{ps.name}/{token.name}: {decision.response}")
+        return 0 if decision.state in ("done", "dry_run", "pending_verification") else 1
+
+    return _at_the_relay("revoke", args, settings, question, act)
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
+    def question(token: TokenState, _ps: ProviderSettings) -> str:
+        return f"re-enable {token.provider}/{token.name} (it was quarantined as leaked)?"
+
+    async def act(responder: Responder, ps: ProviderSettings, token: TokenState) -> int:
+        who = _login()
+        decision = await responder.restore(
+            provider=ps.name, token_id=token.token_id, token=token.name, reason=f"{args.reason} (by {who})"
+        )
+        print(f"{ps.name}/{token.name}: {decision.response}")
+        if decision.state != "done":
+            return 1
+        if announce_restore(
+            settings, responder.engine, ps.name, token.name, decision.response, args.reason, who
+        ):
+            print("announced to the targets of security notices (sent by the running daemon)")
+        else:
+            print("not announced: no notification target is routed for security notices")
+        return 0
+
+    return _at_the_relay("restore", args, settings, question, act)
+
+
+def _at_the_relay(
+    command: str,
+    args: argparse.Namespace,
+    settings: Settings,
+    question: Callable[[TokenState, ProviderSettings], str],
+    act: Callable[[Responder, ProviderSettings, TokenState], Awaitable[int]],
+) -> int:
+    """`revoke` and `restore`: find the token, confirm unless --yes, reach its relay (one poll:
+    the token is there and the adapter can verify by key), then act through a Responder, which
+    records the audit trail exactly as the daemon does."""
     engine = open_engine(settings.database)
     try:
         try:
             token = UsageReader(engine).find_one(args.token)
         except TokenLookupError as exc:
-            print(f"keywatch restore: {exc}", file=sys.stderr)
+            print(f"keywatch {command}: {exc}", file=sys.stderr)
             return exc.code
-        provider_settings = next((p for p in settings.providers if p.name == token.provider), None)
-        if provider_settings is None:
-            print(f"keywatch restore: provider {token.provider!r} is not in the config", file=sys.stderr)
+        ps = next((p for p in settings.providers if p.name == token.provider), None)
+        if ps is None:
+            print(f"keywatch {command}: provider {token.provider!r} is not in the config", file=sys.stderr)
             return 2
         if not args.yes:
             if not sys.stdin.isatty():
-                print("keywatch restore: refusing without --yes when not run interactively", file=sys.stderr)
+                print(
+                    f"keywatch {command}: refusing without --yes when not run interactively", file=sys.stderr
+                )
                 return 2
-            answer = input(f"re-enable {token.provider}/{token.name} (it was quarantined as leaked)? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
+            if input(f"{question(token, ps)} [y/N] ").strip().lower() not in ("y", "yes"):
                 print("nothing done")
                 return 1
-        return asyncio.run(
-            _restore_async(settings, engine, provider_settings, token.token_id, token.name, args)
-        )
+
+        async def run() -> int:
+            async with make_client(timeout=ps.timeout) as client:
+                provider = build_provider(ps, client)
+                try:
+                    await provider.poll()
+                except ProviderError as exc:
+                    print(f"keywatch {command}: cannot reach {ps.name}: {exc}", file=sys.stderr)
+                    return 1
+                responder = Responder(
+                    engine,
+                    settings.response,
+                    clock=SystemClock(),
+                    policies=PolicyBook(settings.tokens, settings.response.protect),
+                    providers=lambda _name: provider,
+                    provider_action=lambda _name: ps.action,
+                )
+                return await act(responder, ps, token)
+
+        return asyncio.run(run())
     finally:
         engine.dispose()
-
-
-async def _restore_async(
-    settings: Settings,
-    engine: Engine,
-    provider_settings: ProviderSettings,
-    token_id: str,
-    name: str,
-    args: argparse.Namespace,
-) -> int:
-    async with make_client(timeout=provider_settings.timeout) as client:
-        provider = build_provider(provider_settings, client)
-        try:
-            await provider.poll()  # confirms the token is there and lets the adapter verify by key
-        except ProviderError as exc:
-            print(f"keywatch restore: cannot reach {provider_settings.name}: {exc}", file=sys.stderr)
-            return 1
-        responder = Responder(
-            engine,
-            settings.response,
-            clock=SystemClock(),
-            policies=PolicyBook(settings.tokens, settings.response.protect),
-            providers=lambda _name: provider,
-            provider_action=lambda _name: provider_settings.action,
-        )
-        who = _login()
-        decision = await responder.restore(
-            provider=provider_settings.name, token_id=token_id, token=name, reason=f"{args.reason} (by {who})"
-        )
-    print(f"{provider_settings.name}/{name}: {decision.response}")
-    if decision.state != "done":
-        return 1
-    if (
-        announce_restore(settings, engine, provider_settings.name, name, decision.response, args.reason, who)
-        is None
-    ):
-        print("not announced: no notification target is routed for security notices")
-    else:
-        print("announced to the targets of security notices (sent by the running daemon)")
-    return 0
 
 
 def _login() -> str:

@@ -108,6 +108,11 @@ class Responder:
         self._providers = providers
         self._provider_action = provider_action  # per-provider override of response.action
 
+    @property
+    def engine(self) -> Engine:
+        """The database its audit trail lives in."""
+        return self._engine
+
     def reconfigure(self, settings: Response, policies: PolicyBook) -> None:
         self.settings, self.policies = settings, policies
 
