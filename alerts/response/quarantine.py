@@ -124,7 +124,8 @@ class Responder:
         existing = self._row_for_episode(episode)
         if existing is not None:
             return await self._continue(existing)
-        if self._restored_during(provider, token_id, _episode_start(episode)):
+        started = _episode_start(episode)
+        if started is not None and self._restored_after(provider, token_id, at=started):
             # A human restored the token after this incident began (a report's or a revoke's
             # quarantine): the review covers the incident; a new one still acts.
             return Decision("none", "restored after review: not quarantined again for this incident")
@@ -259,14 +260,16 @@ class Responder:
                 )
                 .order_by(c.id.desc())
             ).first()
-        if row is None or self._restored_since(provider, token_id, int(row.id)):
+        if row is None or self._restored_after(provider, token_id, row_id=int(row.id)):
             return None
         return row
 
-    def _restored_during(self, provider: str, token_id: str, since: float | None) -> bool:
-        if since is None:
-            return False
+    def _restored_after(
+        self, provider: str, token_id: str, *, row_id: int | None = None, at: float | None = None
+    ) -> bool:
+        """A done restore of the token later than row `row_id`, or requested at `at` or later."""
         c = quarantine_actions.c
+        later = c.id > row_id if row_id is not None else c.requested_at >= at
         with self._engine.connect() as conn:
             n = conn.execute(
                 sa.select(sa.func.count())
@@ -276,23 +279,7 @@ class Responder:
                     c.token_id == token_id,
                     c.mode == RESTORE,
                     c.state == "done",
-                    c.requested_at >= since,
-                )
-            ).scalar_one()
-        return int(n) > 0
-
-    def _restored_since(self, provider: str, token_id: str, row_id: int) -> bool:
-        c = quarantine_actions.c
-        with self._engine.connect() as conn:
-            n = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(quarantine_actions)
-                .where(
-                    c.provider == provider,
-                    c.token_id == token_id,
-                    c.mode == RESTORE,
-                    c.state == "done",
-                    c.id > row_id,
+                    later,
                 )
             ).scalar_one()
         return int(n) > 0
@@ -319,13 +306,13 @@ class Responder:
             await self._execute(int(row_id))
             for row_id, provider, token_id in rows
             if self._owns(str(provider))
-            and not self._restored_since(str(provider), str(token_id), int(row_id))
+            and not self._restored_after(str(provider), str(token_id), row_id=int(row_id))
         ]
 
     async def _continue(self, row: sa.Row[tuple[object, ...]]) -> Decision:
         state = str(row.state)
-        if state in ("done", "pending_verification") and self._restored_since(
-            str(row.provider), str(row.token_id), int(row.id)
+        if state in ("done", "pending_verification") and self._restored_after(
+            str(row.provider), str(row.token_id), row_id=int(row.id)
         ):
             return Decision("none", "restored after review: not quarantined again for this incident")
         if state in OPEN_STATES:
@@ -486,7 +473,7 @@ class Responder:
                 )
                 .order_by(c.id.desc())
             ).first()
-        return newest is not None and not self._restored_since(provider, token_id, int(newest[0]))
+        return newest is not None and not self._restored_after(provider, token_id, row_id=int(newest[0]))
 
     def _row_for_episode(self, episode: str) -> sa.Row[tuple[object, ...]] | None:
         c = quarantine_actions.c
