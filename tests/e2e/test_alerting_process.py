@@ -339,21 +339,10 @@ def seed_history(
         engine.dispose()
 
 
-def leak_config(path: Path, *, sim_port: int, listen_port: int, db: Path, hook_url: str) -> Path:
-    path.write_text(
-        f"""
-database: sqlite:///{db}
-listen: 127.0.0.1:{listen_port}
-providers:
-  - name: sim
-    kind: newapi
-    base_url: http://127.0.0.1:{sim_port}
-    admin_token: {SIM_ADMIN}
-    user_id: 1
-    reveal_keys: true
-    poll_interval: 1s
-    timeout: 5s
-tokens:
+def leak_policies(hook_url: str) -> str:
+    """The config after `providers:` for a leak story: no budgets in the way, only the leak rule
+    speaking, automatic quarantine on, every notice to the webhook (shared with the cluster tests)."""
+    return f"""tokens:
   - match: "prod-*"
     budget: {{daily_usd: 1000000, monthly_usd: 1000000}}
     protected: true
@@ -374,6 +363,24 @@ notify:
   group_interval: 2s
   repeat_interval: 1h
 """
+
+
+def leak_config(path: Path, *, sim_port: int, listen_port: int, db: Path, hook_url: str) -> Path:
+    path.write_text(
+        f"""
+database: sqlite:///{db}
+listen: 127.0.0.1:{listen_port}
+providers:
+  - name: sim
+    kind: newapi
+    base_url: http://127.0.0.1:{sim_port}
+    admin_token: {SIM_ADMIN}
+    user_id: 1
+    reveal_keys: true
+    poll_interval: 1s
+    timeout: 5s
+"""
+        + leak_policies(hook_url)
     )
     return path
 

@@ -27,7 +27,15 @@ import sqlalchemy as sa
 
 from monitor import __version__
 from tests.e2e.procs import SIM_ADMIN, free_port, keywatch, metric_samples, wait_for
-from tests.e2e.test_alerting_process import LEAK_SEED, LEAK_TOKENS, post, seed_history, status, webhook
+from tests.e2e.test_alerting_process import (
+    LEAK_SEED,
+    LEAK_TOKENS,
+    leak_policies,
+    post,
+    seed_history,
+    status,
+    webhook,
+)
 from tests.postgres import PostgresDatabase, PrivateServer
 
 pytestmark = pytest.mark.e2e
@@ -238,27 +246,6 @@ def test_three_instances_share_six_providers_and_each_is_polled_by_exactly_one(
 LEAK_INTERVAL = 3.0  # seconds between polls: a takeover must come within two of them
 
 
-def leak_extra(hook_url: str) -> str:
-    return f"""tokens:
-  - match: "*"
-    budget: {{daily_usd: 1000000, monthly_usd: 1000000}}
-rules:
-  anomaly: {{enabled: false}}
-  expiry: {{warn_before: 0s}}
-  unused: {{after: 3650d}}
-  rotation: {{prod: 3650d, default: 3650d}}
-response:
-  auto_revoke: true
-notify:
-  urls:
-    - url: "{hook_url}"
-      tags: [security, critical, warning, info]
-  group_wait: 1s
-  group_interval: 2s
-  repeat_interval: 1h
-"""
-
-
 @contextlib.contextmanager
 def seeded_pair(
     tmp_path: Path, url: str, hook_url: str
@@ -270,7 +257,7 @@ def seeded_pair(
             stack, tmp_path, {"sim": "newapi", "lz": "laozhang"}, sim_tokens=LEAK_TOKENS, sim_seed=LEAK_SEED
         )
         cfg = write_config(
-            tmp_path / "kw.yaml", url, sims, interval=f"{LEAK_INTERVAL:g}s", extra=leak_extra(hook_url)
+            tmp_path / "kw.yaml", url, sims, interval=f"{LEAK_INTERVAL:g}s", extra=leak_policies(hook_url)
         )
         cfg.write_text(cfg.read_text().replace("    user_id: 1", "    user_id: 1\n    reveal_keys: true"))
         # A first run learns the tokens; then two weeks of history go in, as in the single-daemon test.
