@@ -128,10 +128,7 @@ def routes(
         q = request.query_params.get("q", "")[:200]
         found = search(data.tokens(), q)
         pages_n = max(1, math.ceil(len(found) / PAGE_SIZE))
-        try:
-            n = min(max(1, int(request.query_params.get("page", "1")[:9] or 1)), pages_n)
-        except ValueError:
-            n = 1
+        n = min(_page_number(request), pages_n)
         rows = found[(n - 1) * PAGE_SIZE : n * PAGE_SIZE]
         return _html(pages.tokens_page(rows=rows, q=q, page=n, pages=pages_n, total=len(found)))
 
@@ -167,9 +164,7 @@ def routes(
         )
 
     async def alerts_page(request: Request, access: Access) -> Response:
-        n = request.query_params.get("page", "1")[:9]
-        number = int(n) if n.isascii() and n.isdigit() else 1
-        return _html(pages.alerts_page(data.alerts(), data.group_by(), access, page=number))
+        return _html(pages.alerts_page(data.alerts(), data.group_by(), access, page=_page_number(request)))
 
     async def silences_page(_: Request, access: Access) -> Response:
         return _html(pages.silences_page(await asyncio.to_thread(data.silences), access))
@@ -418,3 +413,9 @@ class ConsoleFront:
             await self.router(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _page_number(request: Request) -> int:
+    """`?page=N`: 1 up to 999,999,999; anything else is page 1."""
+    text = request.query_params.get("page", "1")[:9]
+    return max(1, int(text)) if text.isascii() and text.isdigit() else 1
